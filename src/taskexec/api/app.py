@@ -1,0 +1,158 @@
+"""The app factory and the one table of exception handlers.
+
+A request goes: middleware (correlation id, body limit) → route (``api/routes``) →
+auth dependency (``api/deps``) → ``Database.write``/``read``, which owns the
+transaction → a service function (``services/``) → commit → response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from taskexec import __version__, errors
+from taskexec.api import middleware
+from taskexec.api.routes import health, task_instances
+from taskexec.config import Settings, get_settings
+from taskexec.db import engine as db_engine
+from taskexec.db import errors as db_errors
+from taskexec.security import TokenSigner
+
+log = logging.getLogger(__name__)
+
+# The one table: domain error → HTTP status.
+STATUS_BY_ERROR: dict[type[errors.TaskExecError], int] = {
+    errors.InvalidBodyError: 422,
+    errors.MissingTokenError: 401,
+    errors.ExpiredTokenError: 401,
+    errors.InvalidTokenError: 403,
+    errors.TokenSubjectMismatchError: 403,
+    errors.NotFoundError: 404,
+    errors.InvalidStateError: 409,
+    errors.NotRunningError: 409,
+    errors.RunningElsewhereError: 409,
+    errors.RunExistsError: 409,
+    errors.StaleTryError: 410,
+    errors.PayloadTooLargeError: 413,
+    errors.DatabaseUnavailableError: 503,
+    errors.SchemaOutdatedError: 503,
+}
+
+_STARLETTE_REASONS = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _error(
+    status: int, detail: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _internal_error(exc: BaseException, what: str) -> JSONResponse:
+    cid = middleware.correlation_id.get()
+    # The statement, driver text and traceback go to the log only, under the id.
+    log.error("%s [correlation_id=%s]", what, cid, exc_info=exc)
+    return _error(
+        500,
+        {
+            "reason": "internal_error",
+            "message": f"The server failed to handle this request; quote correlation id {cid}.",
+            "correlation_id": cid,
+        },
+    )
+
+
+async def _handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.TaskExecError)
+    status = STATUS_BY_ERROR.get(type(exc), 500)
+    headers: dict[str, str] = {}
+    detail = exc.detail()
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 503:
+        settings: Settings = request.app.state.settings
+        headers["Retry-After"] = str(settings.db_retry_after_seconds)
+        detail["correlation_id"] = middleware.correlation_id.get()
+    return _error(status, detail, headers)
+
+
+async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only where and what: echoing the input back could leak or balloon the response.
+    problems = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return _error(
+        422,
+        {"reason": "validation_error", "message": "The request is not valid.", "errors": problems},
+    )
+
+
+async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    reason = _STARLETTE_REASONS.get(exc.status_code, "http_error")
+    return _error(exc.status_code, {"reason": reason, "message": str(exc.detail)}, exc.headers)
+
+
+async def _handle_db_error(request: Request, exc: Exception) -> JSONResponse:
+    if db_errors.classify(exc) is db_errors.Kind.BAD_DATA:
+        log.info("database refused a value: %s", db_errors.describe(exc))
+        return _error(
+            422, {"reason": "invalid_value", "message": "The database cannot store this value."}
+        )
+    return _internal_error(exc, f"database error: {db_errors.describe(exc)}")
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return _internal_error(exc, "unhandled error")
+
+
+EXCEPTION_HANDLERS = {
+    errors.TaskExecError: _handle_domain_error,
+    RequestValidationError: _handle_validation_error,
+    StarletteHTTPException: _handle_http_error,
+    sa.exc.DBAPIError: _handle_db_error,
+    Exception: _handle_unexpected,
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI app. Called once per server process (``uvicorn --factory``)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = db_engine.make_engine(settings.effective_database_url, settings)
+        app.state.db = db_engine.Database(engine, settings)
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title="taskexec",
+        version=__version__,
+        description="Task Execution API: race-free rendered-fields writes.",
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+    app.state.settings = settings
+    app.state.signer = TokenSigner(settings)
+
+    execution = APIRouter(prefix="/execution")
+    execution.include_router(health.router)
+    execution.include_router(task_instances.router)
+    app.include_router(execution)
+    app.include_router(health.router)
+
+    app.add_middleware(middleware.BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(middleware.RequestContextMiddleware)
+    return app

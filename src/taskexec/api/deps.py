@@ -1,0 +1,62 @@
+"""Request dependencies: the database (transaction owner), settings and auth."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from taskexec import errors
+from taskexec.api import middleware
+from taskexec.config import Settings
+from taskexec.db.engine import Database
+from taskexec.security import TokenSigner
+
+
+def get_db(request: Request) -> Database:
+    """The app's transaction owner."""
+    db: Database = request.app.state.db
+    return db
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(auto_error=False, description="A task-instance JWT (sub = the id).")
+
+
+def require_ti_token(
+    request: Request,
+    task_instance_id: Annotated[uuid.UUID, Path(description="The task instance's try id.")],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> uuid.UUID:
+    """Checks the Bearer token and that its subject is the path's task instance.
+
+    Decided before any database access, so a worker can only ever touch its own try.
+    """
+    if credentials is None:
+        raise errors.MissingTokenError()
+    signer: TokenSigner = request.app.state.signer
+    claims = signer.decode(credentials.credentials)
+    try:
+        subject = uuid.UUID(str(claims["sub"]))
+    except ValueError as exc:
+        raise errors.InvalidTokenError("The token's subject is not a task instance id.") from exc
+    if subject != task_instance_id:
+        raise errors.TokenSubjectMismatchError()
+    if signer.needs_refresh(claims):
+        request.scope.setdefault("state", {})[middleware.REFRESH_STATE_KEY] = signer.mint(
+            task_instance_id
+        )
+    return task_instance_id
+
+
+TaskInstanceIdDep = Annotated[uuid.UUID, Depends(require_ti_token)]

@@ -1,0 +1,123 @@
+"""``/execution/task-instances``: the worker-facing endpoints, wire-compatible with
+Airflow 3's Execution API on the paths it shares."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Request, Response, status
+
+from taskexec import errors, schemas
+from taskexec.api.deps import DbDep, TaskInstanceIdDep
+from taskexec.services import rendered_fields, task_instances
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 409, 410, 422, 503)
+}
+
+router = APIRouter(prefix="/task-instances", tags=["task-instances"], responses=ERROR_RESPONSES)
+
+RTIF_SET_MESSAGE = "Rendered task instance fields successfully set"
+
+
+async def _json_object_body(request: Request) -> dict[str, Any]:
+    # Parsed by hand (orjson) rather than through a pydantic model: the body is
+    # free-form, and this is the hot path.
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidBodyError("The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise errors.InvalidBodyError(
+            "The request body must be a JSON object of field name to value."
+        )
+    return body
+
+
+@router.put(
+    "/{task_instance_id}/rtif",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.MessageResponse,
+    operation_id="put_rtif",
+    responses={413: {"model": schemas.ErrorResponse}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": True,
+                        "title": "RenderedFields",
+                        "description": "Template field name to its rendered JSON value.",
+                    }
+                }
+            },
+        }
+    },
+)
+async def put_rtif(request: Request, ti_id: TaskInstanceIdDep, db: DbDep) -> dict[str, str]:
+    """Store the rendered template fields of a task instance (one upsert; repeat-safe)."""
+    fields = await _json_object_body(request)
+    await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
+    return {"message": RTIF_SET_MESSAGE}
+
+
+@router.get(
+    "/{task_instance_id}/rtif",
+    response_model=schemas.RenderedFieldsResponse,
+    operation_id="get_rtif",
+)
+async def get_rtif(ti_id: TaskInstanceIdDep, db: DbDep) -> schemas.RenderedFieldsResponse:
+    """The stored rendered fields, with the try that wrote them and when."""
+    return await db.read(rendered_fields.get_rendered_fields, ti_id=ti_id)
+
+
+@router.patch(
+    "/{task_instance_id}/run",
+    response_model=schemas.TIRunContextResponse,
+    operation_id="ti_run",
+)
+async def ti_run(
+    ti_id: TaskInstanceIdDep,
+    payload: Annotated[schemas.TIEnterRunningPayload, Body()],
+    db: DbDep,
+) -> schemas.TIRunContextResponse:
+    """Mark the try running (queued → running); the same host and pid again is a no-op."""
+    return await db.write(task_instances.start, ti_id=ti_id, payload=payload)
+
+
+@router.put(
+    "/{task_instance_id}/heartbeat",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="ti_heartbeat",
+)
+async def ti_heartbeat(
+    ti_id: TaskInstanceIdDep,
+    payload: Annotated[schemas.TIHeartbeatPayload, Body()],
+    db: DbDep,
+) -> None:
+    """Record that the worker running this try is alive."""
+    await db.write(task_instances.heartbeat, ti_id=ti_id, payload=payload)
+
+
+@router.patch(
+    "/{task_instance_id}/state",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="ti_update_state",
+    responses={200: {"model": schemas.MessageResponse, "description": "Already in that state"}},
+)
+async def ti_update_state(
+    ti_id: TaskInstanceIdDep,
+    payload: Annotated[schemas.TIStatePayload, Body()],
+    db: DbDep,
+) -> Response:
+    """running → success, failed or up_for_retry: 204 when this request moved the try,
+    200 when it already was in the requested state (a repeated request)."""
+    outcome = await db.write(task_instances.finish, ti_id=ti_id, payload=payload)
+    if outcome is task_instances.Outcome.CHANGED:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    body = {"message": f"The task instance was already in state {payload.state}."}
+    return Response(orjson.dumps(body), status_code=200, media_type="application/json")

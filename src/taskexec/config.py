@@ -1,0 +1,62 @@
+"""Settings, read from ``TASKEXEC_*`` environment variables. No I/O at import time."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (``~/.local/share/taskexec`` on Linux)."""
+    return Path(platformdirs.user_data_dir("taskexec", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything configurable about the server, the CLI and the database."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKEXEC_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Empty means the embedded default: SQLite in ``data_dir``.
+    database_url: str = ""
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How often the transaction owner retries a deadlock, serialization failure,
+    # SQLite busy/locked or lost connection before answering 503.
+    db_retry_attempts: int = Field(default=3, ge=1, le=20)
+    db_retry_base_delay_seconds: float = Field(default=0.02, ge=0)
+    db_retry_after_seconds: int = Field(default=1, ge=0)
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+
+    # Empty means: generate once, keep in ``data_dir/jwt_secret`` with mode 0600.
+    jwt_secret: SecretStr = SecretStr("")
+    jwt_audience: str = "urn:taskexec:task"
+    jwt_issuer: str = "taskexec"
+    jwt_expiration_seconds: int = Field(default=600, gt=0)
+    jwt_leeway_seconds: int = Field(default=10, ge=0)
+
+    max_request_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'taskexec.db'}"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when running on the embedded default database (SQLite)."""
+        return self.effective_database_url.startswith("sqlite")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

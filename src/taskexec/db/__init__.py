@@ -1,0 +1,1 @@
+"""Database layer: engine, models, the upsert builder and error classification."""

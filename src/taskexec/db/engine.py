@@ -1,0 +1,211 @@
+"""Engines and the transaction owner.
+
+``make_engine`` does the per-dialect setup (SQLite pragmas and ``BEGIN IMMEDIATE``,
+MySQL isolation, pools). ``Database`` owns transactions: every entry point runs its
+work through ``Database.write`` or ``Database.read``, which begin, commit and, for
+retryable database trouble only, retry the whole transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from taskexec import errors
+from taskexec.config import Settings
+from taskexec.db import errors as db_errors
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Execution option read by the SQLite "begin" hook: read-only transactions use a
+# deferred BEGIN so they do not queue behind writers.
+_READ_ONLY = "taskexec_read_only"
+
+_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "psycopg", "mysql": "aiomysql"}
+_SYNC_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
+
+
+def _backend(url: URL) -> str:
+    name = url.get_backend_name()
+    return "mysql" if name == "mariadb" else name
+
+
+def _with_driver(url: str | URL, drivers: dict[str, str]) -> URL:
+    parsed = make_url(url)
+    backend = _backend(parsed)
+    if backend not in drivers:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite, postgresql or mysql")
+    parsed = parsed.set(drivername=f"{backend}+{drivers[backend]}")
+    if backend == "mysql" and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
+
+
+def async_url(url: str | URL) -> URL:
+    """The URL with the async driver this project uses for its backend."""
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def sync_url(url: str | URL) -> URL:
+    """The URL with the sync driver (Alembic and the CLI's admin commands use it)."""
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    if url.database and url.database != ":memory:":
+        return Path(url.database)
+    return None
+
+
+def _engine_kwargs(url: URL, settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "json_deserializer": orjson.loads,
+        "pool_pre_ping": True,
+    }
+    backend = _backend(url)
+    if backend == "sqlite":
+        path = _sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # The Python driver's own timeout must not undercut busy_timeout.
+        kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout_ms / 1000}
+        kwargs["pool_size"] = settings.db_pool_size
+        kwargs["max_overflow"] = settings.db_max_overflow
+        kwargs["pool_timeout"] = settings.db_pool_timeout_seconds
+    else:
+        kwargs["pool_size"] = settings.db_pool_size
+        kwargs["max_overflow"] = settings.db_max_overflow
+        kwargs["pool_timeout"] = settings.db_pool_timeout_seconds
+        kwargs["pool_recycle"] = 1800
+    if backend == "mysql":
+        # READ COMMITTED avoids InnoDB gap locks, the usual source of upsert deadlocks.
+        kwargs["isolation_level"] = "READ COMMITTED"
+    return kwargs
+
+
+def _install_sqlite_hooks(sync_engine: sa.Engine, settings: Settings) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to our "begin" hook instead of the driver's
+        # implicit BEGIN, which is DEFERRED and would let two writers both read
+        # and then fail to upgrade their locks (SQLITE_BUSY without waiting).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | URL, settings: Settings) -> AsyncEngine:
+    """An async engine for ``url`` with this project's per-dialect setup."""
+    parsed = async_url(url)
+    engine = create_async_engine(parsed, **_engine_kwargs(parsed, settings))
+    if _backend(parsed) == "sqlite":
+        _install_sqlite_hooks(engine.sync_engine, settings)
+    return engine
+
+
+def make_sync_engine(url: str | URL, settings: Settings) -> sa.Engine:
+    """A sync engine with the same setup, for migrations and admin commands."""
+    parsed = sync_url(url)
+    kwargs = _engine_kwargs(parsed, settings)
+    for key in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle"):
+        kwargs.pop(key, None)
+    kwargs["poolclass"] = sa.pool.NullPool
+    engine = sa.create_engine(parsed, **kwargs)
+    if _backend(parsed) == "sqlite":
+        _install_sqlite_hooks(engine, settings)
+    return engine
+
+
+# A service function: takes a keyword-only ``conn`` plus its own keyword arguments.
+Work = Callable[..., Awaitable[T]]
+
+
+class Database:
+    """The transaction owner for the server and the CLI.
+
+    ``write``/``read`` call ``fn(conn=conn, **kwargs)`` inside one transaction and commit
+    before returning, so a caller that got a result knows the write is durable.
+    Deadlocks, serialization failures, SQLite busy/locked and lost connections are
+    retried here, a bounded number of times with jitter, and nowhere else.
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._read_engine = engine.execution_options(**{_READ_ONLY: True})
+        # Test hook: awaited inside a write transaction just before it commits.
+        self.before_commit: Callable[[str], Awaitable[None]] | None = None
+
+    @property
+    def dialect(self) -> str:
+        """The backend name: sqlite, postgresql or mysql."""
+        return _backend(self.engine.url)
+
+    async def write(self, fn: Work[T], /, **kwargs: Any) -> T:
+        """Run ``fn`` in a write transaction and commit it."""
+        return await self._run(self.engine, fn, True, kwargs)
+
+    async def read(self, fn: Work[T], /, **kwargs: Any) -> T:
+        """Run ``fn`` in a read-only transaction."""
+        return await self._run(self._read_engine, fn, False, kwargs)
+
+    async def _run(
+        self, engine: AsyncEngine, fn: Work[T], write: bool, kwargs: dict[str, Any]
+    ) -> T:
+        attempts = self.settings.db_retry_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                async with engine.begin() as conn:
+                    result = await fn(conn=conn, **kwargs)
+                    if write and self.before_commit is not None:
+                        await self.before_commit(getattr(fn, "__name__", "write"))
+                return result
+            except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+                if not db_errors.is_retryable(exc):
+                    raise
+                if attempt == attempts:
+                    log.warning(
+                        "database trouble persisted after %d attempts: %s",
+                        attempts,
+                        db_errors.describe(exc),
+                    )
+                    raise errors.DatabaseUnavailableError() from exc
+                delay = self.settings.db_retry_base_delay_seconds * (2 ** (attempt - 1))
+                log.info(
+                    "retrying transaction %s (attempt %d): %s",
+                    getattr(fn, "__name__", "?"),
+                    attempt,
+                    db_errors.describe(exc),
+                )
+                await asyncio.sleep(random.uniform(0, delay) + delay / 2)
+        raise AssertionError("unreachable")
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -1,0 +1,60 @@
+"""Schema migrations through Alembic, on a sync engine (the CLI and ``serve`` use these)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from taskexec.db import models
+
+SCRIPT_LOCATION = "taskexec:migrations"
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """An Alembic config for the packaged migrations, bound to ``connection``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def heads() -> tuple[str, ...]:
+    """The head revisions of the packaged migrations (there should be exactly one)."""
+    return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision``."""
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    """Take the schema down to ``revision`` (``base`` drops everything)."""
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_current(engine: sa.Engine) -> bool:
+    """True when the database is at the single head revision."""
+    return current_revision(engine) in heads() and len(heads()) == 1
+
+
+def diff(engine: sa.Engine) -> list[Any]:
+    """The differences between the models and the database schema (empty when equal)."""
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, models.Base.metadata))

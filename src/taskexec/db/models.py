@@ -1,0 +1,194 @@
+"""Typed SQLAlchemy models. Every constraint and index is named, so that migrations,
+error classification and ``db check`` can refer to it by name."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from taskexec.db import types
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# InnoDB: utf8mb4, with a binary collation so ids compare case-sensitively as they do on
+# the other databases.
+MYSQL_OPTS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+# Airflow's StringID width; four of these plus an int still fit InnoDB's 3072-byte key limit.
+ID_LEN = 250
+
+
+class TaskInstanceState(enum.StrEnum):
+    """The states a task instance moves through."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    UP_FOR_RETRY = "up_for_retry"
+
+
+TERMINAL_STATES = frozenset({TaskInstanceState.SUCCESS, TaskInstanceState.FAILED})
+
+
+class DagRunState(enum.StrEnum):
+    """The states of a dag run."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the project's constraint naming convention."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class DagRun(Base):
+    """One run of a dag."""
+
+    __tablename__ = "dag_run"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    logical_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    run_after: Mapped[dt.datetime] = mapped_column(types.UtcDateTime())
+    state: Mapped[str] = mapped_column(sa.String(20))
+    conf: Mapped[dict[str, Any]] = mapped_column(types.JsonType)
+    created_at: Mapped[dt.datetime] = mapped_column(types.UtcDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint("dag_id", "run_id", name="uq_dag_run_dag_id_run_id"),
+        sa.Index("ix_dag_run_dag_id_run_after", "dag_id", "run_after"),
+        MYSQL_OPTS,
+    )
+
+
+class TaskInstance(Base):
+    """The current try of one task instance. A new try gets a new id (UUID7)."""
+
+    __tablename__ = "task_instance"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    dag_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("-1"))
+    try_number: Mapped[int] = mapped_column(sa.Integer)
+    max_tries: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    state: Mapped[str] = mapped_column(sa.String(20))
+    hostname: Mapped[str | None] = mapped_column(sa.String(1000))
+    pid: Mapped[int | None] = mapped_column(sa.Integer)
+    start_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    end_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    last_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "dag_id", "task_id", "run_id", "map_index", name="uq_task_instance_key"
+        ),
+        sa.ForeignKeyConstraint(
+            ["dag_id", "run_id"],
+            ["dag_run.dag_id", "dag_run.run_id"],
+            name="fk_task_instance_dag_run",
+            ondelete="CASCADE",
+        ),
+        sa.Index("ix_task_instance_state", "state"),
+        MYSQL_OPTS,
+    )
+
+
+class TaskInstanceHistory(Base):
+    """Earlier tries of a task instance, keeping their ids so stale workers get a 410."""
+
+    __tablename__ = "task_instance_history"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    dag_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("-1"))
+    try_number: Mapped[int] = mapped_column(sa.Integer)
+    max_tries: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    state: Mapped[str] = mapped_column(sa.String(20))
+    hostname: Mapped[str | None] = mapped_column(sa.String(1000))
+    pid: Mapped[int | None] = mapped_column(sa.Integer)
+    start_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    end_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    last_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "dag_id",
+            "task_id",
+            "run_id",
+            "map_index",
+            "try_number",
+            name="uq_task_instance_history_key_try",
+        ),
+        sa.ForeignKeyConstraint(
+            ["dag_id", "task_id", "run_id", "map_index"],
+            [
+                "task_instance.dag_id",
+                "task_instance.task_id",
+                "task_instance.run_id",
+                "task_instance.map_index",
+            ],
+            name="fk_task_instance_history_task_instance",
+            ondelete="CASCADE",
+        ),
+        MYSQL_OPTS,
+    )
+
+
+class RenderedTaskInstanceFields(Base):
+    """The rendered template fields of a task instance: one row per logical task instance,
+    overwritten by each try (the ``try_number`` column says which one wrote it)."""
+
+    __tablename__ = "rendered_task_instance_fields"
+
+    dag_id: Mapped[str] = mapped_column(sa.String(ID_LEN), primary_key=True)
+    task_id: Mapped[str] = mapped_column(sa.String(ID_LEN), primary_key=True)
+    run_id: Mapped[str] = mapped_column(sa.String(ID_LEN), primary_key=True)
+    map_index: Mapped[int] = mapped_column(
+        sa.Integer, primary_key=True, server_default=sa.text("-1")
+    )
+    rendered_fields: Mapped[dict[str, Any]] = mapped_column(types.JsonType, nullable=False)
+    try_number: Mapped[int] = mapped_column(sa.Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(types.UtcDateTime())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["dag_id", "task_id", "run_id", "map_index"],
+            [
+                "task_instance.dag_id",
+                "task_instance.task_id",
+                "task_instance.run_id",
+                "task_instance.map_index",
+            ],
+            name="fk_rendered_task_instance_fields_task_instance",
+            ondelete="CASCADE",
+        ),
+        MYSQL_OPTS,
+    )
+
+
+# The Core tables, for the services' statements (no ORM object loading on hot paths).
+dag_run = cast(sa.Table, DagRun.__table__)
+task_instance = cast(sa.Table, TaskInstance.__table__)
+task_instance_history = cast(sa.Table, TaskInstanceHistory.__table__)
+rendered_task_instance_fields = cast(sa.Table, RenderedTaskInstanceFields.__table__)

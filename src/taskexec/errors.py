@@ -1,0 +1,107 @@
+"""Domain exceptions. Each has a snake_case ``reason``; its docstring is the default message.
+
+The HTTP status for each class lives in one table, in ``taskexec.api.app``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TaskExecError(Exception):
+    """The request could not be completed."""
+
+    reason = "error"
+
+    def __init__(self, message: str | None = None, **extra: Any) -> None:
+        self.message = message or (type(self).__doc__ or "").strip()
+        self.extra = extra
+        super().__init__(self.message)
+
+    def detail(self) -> dict[str, Any]:
+        """The ``detail`` object of an error response."""
+        return {"reason": self.reason, "message": self.message, **self.extra}
+
+
+class NotFoundError(TaskExecError):
+    """Task instance not found."""
+
+    reason = "not_found"
+
+
+class StaleTryError(TaskExecError):
+    """This id belongs to an earlier try of the task instance; a newer try has replaced it."""
+
+    reason = "stale_try"
+
+
+class InvalidStateError(TaskExecError):
+    """The task instance is not in a state that allows this transition."""
+
+    reason = "invalid_state"
+
+
+class NotRunningError(TaskExecError):
+    """The task instance is not running."""
+
+    reason = "not_running"
+
+
+class RunningElsewhereError(TaskExecError):
+    """The task instance is running on another host or process."""
+
+    reason = "running_elsewhere"
+
+
+class RunExistsError(TaskExecError):
+    """A dag run with this dag_id and run_id already exists."""
+
+    reason = "run_exists"
+
+
+class InvalidBodyError(TaskExecError):
+    """The request body is not valid."""
+
+    reason = "invalid_body"
+
+
+class PayloadTooLargeError(TaskExecError):
+    """The request body is larger than the server accepts."""
+
+    reason = "payload_too_large"
+
+
+class MissingTokenError(TaskExecError):
+    """A Bearer token is required."""
+
+    reason = "missing_token"
+
+
+class InvalidTokenError(TaskExecError):
+    """The Bearer token is not valid."""
+
+    reason = "invalid_token"
+
+
+class ExpiredTokenError(TaskExecError):
+    """The Bearer token has expired."""
+
+    reason = "token_expired"
+
+
+class TokenSubjectMismatchError(TaskExecError):
+    """Token subject does not match task instance id."""
+
+    reason = "token_subject_mismatch"
+
+
+class DatabaseUnavailableError(TaskExecError):
+    """The database is busy or unreachable; retry the request."""
+
+    reason = "database_unavailable"
+
+
+class SchemaOutdatedError(TaskExecError):
+    """The database schema is not at the version this release needs."""
+
+    reason = "schema_outdated"

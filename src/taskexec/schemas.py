@@ -1,0 +1,137 @@
+"""Request payloads and response bodies. Field names follow Airflow's Execution API
+where the paths are shared, so an Airflow-shaped client can talk to taskexec."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+
+class TIEnterRunningPayload(BaseModel):
+    """Body of ``PATCH /run``: queued → running."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["running"] = "running"
+    hostname: str = Field(min_length=1, max_length=1000)
+    unixname: str | None = None
+    pid: int = Field(ge=0, le=2**31 - 1)
+    start_date: dt.datetime | None = None
+
+
+class TIHeartbeatPayload(BaseModel):
+    """Body of ``PUT /heartbeat``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hostname: str = Field(min_length=1, max_length=1000)
+    pid: int = Field(ge=0, le=2**31 - 1)
+
+
+class TITerminalStatePayload(BaseModel):
+    """running → success or failed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["success", "failed"]
+    end_date: dt.datetime | None = None
+
+
+class TIRetryStatePayload(BaseModel):
+    """running → up_for_retry: the try moves to history and a new try is queued."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["up_for_retry"]
+    end_date: dt.datetime | None = None
+
+
+TIStatePayload = Annotated[
+    TITerminalStatePayload | TIRetryStatePayload, Field(discriminator="state")
+]
+
+
+class DagRunInfo(BaseModel):
+    """The dag run a task instance belongs to."""
+
+    dag_id: str
+    run_id: str
+    logical_date: dt.datetime | None
+    run_after: dt.datetime
+    state: str
+    conf: dict[str, Any]
+    run_type: str = "manual"
+    clear_number: int = 0
+
+
+class TIRunContextResponse(BaseModel):
+    """Answer to ``PATCH /run``: what the worker needs to run this try."""
+
+    dag_run: DagRunInfo
+    task_id: str
+    map_index: int
+    try_number: int
+    max_tries: int
+    should_retry: bool
+    task_reschedule_count: int = 0
+    variables: list[Any] = []
+    connections: list[Any] = []
+    xcom_keys_to_clear: list[str] = []
+    upstream_map_indexes: dict[str, Any] | None = None
+    next_method: str | None = None
+    next_kwargs: dict[str, Any] | None = None
+
+
+class MessageResponse(BaseModel):
+    """A plain acknowledgement."""
+
+    message: str
+
+
+class RenderedFieldsResponse(BaseModel):
+    """The stored rendered fields of a task instance."""
+
+    task_instance_id: uuid.UUID
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+    updated_at: dt.datetime
+    rendered_fields: dict[str, JsonValue]
+
+
+class ErrorDetail(BaseModel):
+    """The ``detail`` of every error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    reason: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error response: ``{"detail": {"reason": ..., "message": ...}}``."""
+
+    detail: ErrorDetail
+
+
+class CreatedTaskInstance(BaseModel):
+    """One task instance created by ``taskexec runs create``, with its token."""
+
+    id: uuid.UUID
+    task_id: str
+    map_index: int
+    try_number: int
+    token: str
+
+
+class CreatedDagRun(BaseModel):
+    """The output of ``taskexec runs create``."""
+
+    dag_id: str
+    run_id: str
+    task_instances: list[CreatedTaskInstance]

@@ -1,0 +1,90 @@
+"""Rendered task-instance fields (RTIF): the race-free write and the read."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
+
+from taskexec import errors, schemas
+from taskexec.db import models, types, upsert
+from taskexec.services import task_instances
+
+ti = models.task_instance
+rtif = models.rendered_task_instance_fields
+
+_KEY = ("dag_id", "task_id", "run_id", "map_index")
+
+
+@functools.cache
+def upsert_statement(dialect: str) -> Insert:
+    """The one statement that writes RTIF, built once per dialect.
+
+    ``INSERT INTO rendered_task_instance_fields (...)
+      SELECT ti.dag_id, ti.task_id, ti.run_id, ti.map_index, :fields, ti.try_number, :now
+      FROM task_instance ti WHERE ti.id = :ti_id
+      ON CONFLICT (key) DO UPDATE ...`` (or ``ON DUPLICATE KEY UPDATE``).
+
+    Taking the key from ``task_instance`` in the same statement makes the existence
+    check and the write one round trip: zero rows means no such task instance.
+    """
+    select = sa.select(
+        ti.c.dag_id,
+        ti.c.task_id,
+        ti.c.run_id,
+        ti.c.map_index,
+        sa.bindparam("rendered_fields", type_=rtif.c.rendered_fields.type),
+        ti.c.try_number,
+        sa.bindparam("updated_at", type_=types.UtcDateTime()),
+    ).where(ti.c.id == sa.bindparam("ti_id", type_=sa.Uuid()))
+    return upsert.upsert_from_select(
+        dialect,
+        rtif,
+        [*_KEY, "rendered_fields", "try_number", "updated_at"],
+        select,
+        key=_KEY,
+        update=("rendered_fields", "try_number", "updated_at"),
+    )
+
+
+async def upsert_rendered_fields(
+    *, conn: AsyncConnection, ti_id: uuid.UUID, fields: dict[str, Any]
+) -> None:
+    """Store ``fields`` for the task instance, replacing what an earlier write stored."""
+    result = await conn.execute(
+        upsert_statement(conn.dialect.name),
+        {"ti_id": ti_id, "rendered_fields": fields, "updated_at": types.utcnow()},
+    )
+    if result.rowcount == 0:
+        await task_instances.raise_missing(conn=conn, ti_id=ti_id)
+
+
+async def get_rendered_fields(
+    *, conn: AsyncConnection, ti_id: uuid.UUID
+) -> schemas.RenderedFieldsResponse:
+    """The stored fields of the task instance, with the try that wrote them."""
+    result = await conn.execute(
+        sa.select(
+            rtif.c.dag_id,
+            rtif.c.task_id,
+            rtif.c.run_id,
+            rtif.c.map_index,
+            rtif.c.try_number,
+            rtif.c.updated_at,
+            rtif.c.rendered_fields,
+        )
+        .join(ti, sa.and_(*(ti.c[k] == rtif.c[k] for k in _KEY)))
+        .where(ti.c.id == ti_id)
+    )
+    row = result.first()
+    if row is None:
+        exists = await conn.scalar(sa.select(ti.c.id).where(ti.c.id == ti_id))
+        if exists is not None:
+            raise errors.NotFoundError("No rendered fields are stored for this task instance.")
+        await task_instances.raise_missing(conn=conn, ti_id=ti_id)
+    assert row is not None
+    return schemas.RenderedFieldsResponse(task_instance_id=ti_id, **row._mapping)

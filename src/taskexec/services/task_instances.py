@@ -1,0 +1,219 @@
+"""Task-instance state transitions: start (/run), heartbeat and finish (/state).
+
+Each transition is one conditional UPDATE (``WHERE id = :id AND state = :expected``):
+the row lock it takes serializes concurrent requests, and its row count says whether
+this request made the change. Only when it did not do we read the row, to tell an
+idempotent repeat (2xx) from a real conflict (409), a stale try (410) or an unknown
+id (404). Nothing is decided from a read that precedes the write.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskexec import errors, schemas
+from taskexec.db import models, types
+from taskexec.db.models import TaskInstanceState
+
+ti = models.task_instance
+tih = models.task_instance_history
+dr = models.dag_run
+
+
+class Outcome(enum.Enum):
+    """How a state request ended: this request moved the row, or it was already there."""
+
+    CHANGED = "changed"
+    ALREADY = "already"
+
+
+async def raise_missing(*, conn: AsyncConnection, ti_id: uuid.UUID) -> None:
+    """Raise 410 for an earlier try's id, else 404."""
+    stale = await conn.scalar(sa.select(tih.c.id).where(tih.c.id == ti_id))
+    if stale is not None:
+        raise errors.StaleTryError()
+    raise errors.NotFoundError()
+
+
+async def _current(conn: AsyncConnection, ti_id: uuid.UUID) -> sa.Row[Any, Any, Any] | None:
+    result = await conn.execute(
+        sa.select(ti.c.state, ti.c.hostname, ti.c.pid).where(ti.c.id == ti_id)
+    )
+    return result.first()
+
+
+async def _run_context(conn: AsyncConnection, ti_id: uuid.UUID) -> schemas.TIRunContextResponse:
+    result = await conn.execute(
+        sa.select(
+            ti.c.task_id,
+            ti.c.map_index,
+            ti.c.try_number,
+            ti.c.max_tries,
+            dr.c.dag_id,
+            dr.c.run_id,
+            dr.c.logical_date,
+            dr.c.run_after,
+            dr.c.state,
+            dr.c.conf,
+        )
+        .join(dr, sa.and_(dr.c.dag_id == ti.c.dag_id, dr.c.run_id == ti.c.run_id))
+        .where(ti.c.id == ti_id)
+    )
+    row = result.one()
+    return schemas.TIRunContextResponse(
+        dag_run=schemas.DagRunInfo(
+            dag_id=row.dag_id,
+            run_id=row.run_id,
+            logical_date=row.logical_date,
+            run_after=row.run_after,
+            state=row.state,
+            conf=row.conf or {},
+        ),
+        task_id=row.task_id,
+        map_index=row.map_index,
+        try_number=row.try_number,
+        max_tries=row.max_tries,
+        should_retry=row.try_number <= row.max_tries,
+    )
+
+
+async def start(
+    *, conn: AsyncConnection, ti_id: uuid.UUID, payload: schemas.TIEnterRunningPayload
+) -> schemas.TIRunContextResponse:
+    """queued → running, recording hostname, pid and start date; a repeat by the same
+    host and pid is accepted."""
+    now = types.utcnow()
+    result = await conn.execute(
+        sa.update(ti)
+        .where(ti.c.id == ti_id, ti.c.state == TaskInstanceState.QUEUED)
+        .values(
+            state=TaskInstanceState.RUNNING,
+            hostname=payload.hostname,
+            pid=payload.pid,
+            start_date=payload.start_date or now,
+            end_date=None,
+            last_heartbeat_at=now,
+        )
+    )
+    if result.rowcount == 0:
+        row = await _current(conn, ti_id)
+        if row is None:
+            await raise_missing(conn=conn, ti_id=ti_id)
+            raise AssertionError("unreachable")
+        same_worker = row.hostname == payload.hostname and row.pid == payload.pid
+        if not (row.state == TaskInstanceState.RUNNING and same_worker):
+            raise errors.InvalidStateError(
+                "TI was not in a state where it could be marked as running",
+                previous_state=row.state,
+            )
+    return await _run_context(conn, ti_id)
+
+
+async def heartbeat(
+    *, conn: AsyncConnection, ti_id: uuid.UUID, payload: schemas.TIHeartbeatPayload
+) -> None:
+    """Record that the worker running this try is alive."""
+    result = await conn.execute(
+        sa.update(ti)
+        .where(
+            ti.c.id == ti_id,
+            ti.c.state == TaskInstanceState.RUNNING,
+            ti.c.hostname == payload.hostname,
+            ti.c.pid == payload.pid,
+        )
+        .values(last_heartbeat_at=types.utcnow())
+    )
+    if result.rowcount:
+        return
+    row = await _current(conn, ti_id)
+    if row is None:
+        await raise_missing(conn=conn, ti_id=ti_id)
+        raise AssertionError("unreachable")
+    if row.state != TaskInstanceState.RUNNING:
+        raise errors.NotRunningError(
+            "TI is no longer in the running state and task should terminate",
+            current_state=row.state,
+        )
+    raise errors.RunningElsewhereError(
+        "TI is already running elsewhere",
+        current_hostname=row.hostname,
+        current_pid=row.pid,
+    )
+
+
+async def finish(
+    *,
+    conn: AsyncConnection,
+    ti_id: uuid.UUID,
+    payload: schemas.TITerminalStatePayload | schemas.TIRetryStatePayload,
+) -> Outcome:
+    """running → success, failed or up_for_retry. A request for the state the try is
+    already in succeeds without changing anything."""
+    target = TaskInstanceState(payload.state)
+    end_date = payload.end_date or types.utcnow()
+    result = await conn.execute(
+        sa.update(ti)
+        .where(ti.c.id == ti_id, ti.c.state == TaskInstanceState.RUNNING)
+        .values(state=target, end_date=end_date)
+    )
+    if result.rowcount == 0:
+        await _settle_repeat(conn, ti_id, target)
+        return Outcome.ALREADY
+    if target is TaskInstanceState.UP_FOR_RETRY:
+        await _queue_next_try(conn, ti_id)
+    return Outcome.CHANGED
+
+
+async def _settle_repeat(
+    conn: AsyncConnection, ti_id: uuid.UUID, target: TaskInstanceState
+) -> None:
+    """Return if the try already is in ``target``; raise the right error otherwise."""
+    row = await _current(conn, ti_id)
+    if row is not None:
+        if row.state == target:
+            return
+        raise errors.InvalidStateError(
+            "TI was not in the running state so it cannot be updated",
+            previous_state=row.state,
+        )
+    old_state = await conn.scalar(sa.select(tih.c.state).where(tih.c.id == ti_id))
+    if old_state is None:
+        raise errors.NotFoundError()
+    if old_state != target:
+        raise errors.StaleTryError()
+
+
+_HISTORY_COLUMNS = [c.name for c in tih.columns]
+
+
+async def _queue_next_try(conn: AsyncConnection, ti_id: uuid.UUID) -> None:
+    """Archive this try (keeping its id) and queue the next one under a new UUID7.
+
+    The caller's conditional UPDATE holds the row lock, so nothing else can archive
+    the same try concurrently.
+    """
+    await conn.execute(
+        sa.insert(tih).from_select(
+            _HISTORY_COLUMNS,
+            sa.select(*(ti.c[name] for name in _HISTORY_COLUMNS)).where(ti.c.id == ti_id),
+        )
+    )
+    await conn.execute(
+        sa.update(ti)
+        .where(ti.c.id == ti_id)
+        .values(
+            id=types.uuid7(),
+            try_number=ti.c.try_number + 1,
+            state=TaskInstanceState.QUEUED,
+            hostname=None,
+            pid=None,
+            start_date=None,
+            end_date=None,
+            last_heartbeat_at=None,
+        )
+    )
