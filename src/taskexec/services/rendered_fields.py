@@ -41,7 +41,7 @@ def upsert_statement(dialect: str) -> Insert:
         ti.c.try_number,
         sa.bindparam("updated_at", type_=types.UtcDateTime()),
     ).where(ti.c.id == sa.bindparam("ti_id", type_=sa.Uuid()))
-    return upsert.upsert_from_select(
+    stmt = upsert.upsert_from_select(
         dialect,
         rtif,
         [*_KEY, "rendered_fields", "try_number", "updated_at"],
@@ -49,6 +49,9 @@ def upsert_statement(dialect: str) -> Insert:
         key=_KEY,
         update=("rendered_fields", "try_number", "updated_at"),
     )
+    # SQLAlchemy keeps the driver's row count only for UPDATE/DELETE unless asked;
+    # the count is how we learn, in the same round trip, whether the TI exists.
+    return stmt.execution_options(preserve_rowcount=True)
 
 
 async def upsert_rendered_fields(

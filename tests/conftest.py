@@ -1,0 +1,198 @@
+"""Fixtures: a fresh database per test on sqlite, postgresql and mariadb, and a real
+uvicorn server on a free loopback port.
+
+PostgreSQL and MariaDB come from ``TASKEXEC_TEST_POSTGRES_URL`` and
+``TASKEXEC_TEST_MYSQL_URL``. Locally a backend whose URL is unset is skipped with a
+reason; with ``CI=true`` an unset or unreachable backend fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from taskexec.api.app import create_app
+from taskexec.config import Settings
+from taskexec.db import engine as db_engine
+from taskexec.db import migrate
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+URL_ENV = {"postgresql": "TASKEXEC_TEST_POSTGRES_URL", "mariadb": "TASKEXEC_TEST_MYSQL_URL"}
+TEST_SECRET = "test-secret-for-the-suite-only-0123456789abcdef"
+
+
+def _unavailable(message: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a database that cannot be used fails the run)")
+    pytest.skip(message)
+
+
+def _admin_url(backend: str) -> str:
+    url = os.environ.get(URL_ENV[backend], "")
+    if not url:
+        _unavailable(f"{URL_ENV[backend]} is not set")
+    return url
+
+
+def _admin_engine(url: str) -> sa.Engine:
+    return sa.create_engine(
+        db_engine.sync_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+
+
+def _check_reachable(url: str) -> None:
+    engine = _admin_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        _unavailable(f"cannot connect to {make_url(url).render_as_string()}: {exc.orig}")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that each test clones (CREATE DATABASE ... TEMPLATE)."""
+    admin = _admin_url("postgresql")
+    _check_reachable(admin)
+    name = f"taskexec_tpl_{os.getpid()}"
+    engine = _admin_engine(admin)
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    migrated = db_engine.make_sync_engine(url, Settings())
+    migrate.upgrade(migrated)
+    migrated.dispose()
+    yield name
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _fresh_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'taskexec.db'}"
+        engine = db_engine.make_sync_engine(url, Settings())
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    admin = _admin_url(backend)
+    name = f"taskexec_t_{uuid.uuid4().hex[:12]}"
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    if backend == "postgresql":
+        template = request.getfixturevalue("pg_template")
+        engine = _admin_engine(admin)
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        yield url
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+        return
+    _check_reachable(admin)
+    engine = _admin_engine(admin)
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    migrated = db_engine.make_sync_engine(url, Settings())
+    migrate.upgrade(migrated)
+    migrated.dispose()
+    yield url
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    engine.dispose()
+
+
+@pytest.fixture(params=[pytest.param(b, marks=getattr(pytest.mark, b)) for b in BACKENDS])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database of each backend; dropped after the test."""
+    yield from _fresh_database(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def backend(db_url: str) -> str:
+    """sqlite, postgresql or mysql."""
+    return db_engine.sync_url(db_url).get_backend_name()
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the test database, with a fixed signing secret."""
+    return Settings(
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        jwt_secret=TEST_SECRET,  # type: ignore[arg-type]
+        db_pool_size=40,
+        db_max_overflow=10,
+    )
+
+
+@pytest.fixture
+def sync_engine(settings: Settings) -> Iterator[sa.Engine]:
+    """A sync engine on the test database, for assertions on what was stored."""
+    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn server in a thread, serving ``app`` on ``base_url``."""
+
+    app: FastAPI
+    base_url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """A keep-alive client for this server."""
+        return httpx.Client(base_url=self.base_url, timeout=30.0, **kwargs)
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    """Start the production app under uvicorn (uvloop, httptools) on a free port."""
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    yield LiveServer(app, f"http://127.0.0.1:{port}", server, thread)
+    server.should_exit = True
+    thread.join(timeout=20)
+    sock.close()
+
+
+@pytest.fixture
+def client(live_server: LiveServer) -> Iterator[httpx.Client]:
+    """An HTTP client for the live server."""
+    with live_server.client() as c:
+        yield c
+

@@ -1,0 +1,51 @@
+"""Helpers shared by the tests (importable because pytest puts ``tests/`` on the path)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from taskexec import cli, schemas
+from taskexec.config import Settings
+from taskexec.db import models
+
+
+def seed(
+    settings: Settings, tasks: int = 1, map_count: int | None = None, max_tries: int = 0
+) -> schemas.CreatedDagRun:
+    """Create a dag run with queued task instances (and their tokens) in the test DB."""
+    return asyncio.run(
+        cli.create_run(
+            settings, dag_id="test_dag", tasks=tasks, map_count=map_count, max_tries=max_tries
+        )
+    )
+
+
+def auth(token: str) -> dict[str, str]:
+    """The Authorization header for ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def rtif_rows(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Every stored rendered-fields row, read from the database."""
+    t = models.rendered_task_instance_fields
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(t))]
+
+
+def ti_row(engine: sa.Engine, **where: Any) -> dict[str, Any] | None:
+    """The task_instance row matching ``where``."""
+    t = models.task_instance
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t).filter_by(**where)).first()
+    return dict(row._mapping) if row else None
+
+
+def history_rows(engine: sa.Engine, ti_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The task_instance_history rows with this id."""
+    t = models.task_instance_history
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id == ti_id))]
