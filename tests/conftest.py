@@ -195,4 +195,3 @@ def client(live_server: LiveServer) -> Iterator[httpx.Client]:
     """An HTTP client for the live server."""
     with live_server.client() as c:
         yield c
-

@@ -16,11 +16,12 @@ from collections import Counter
 from typing import Any
 
 import sqlalchemy as sa
-from conftest import LiveServer
-from helpers import auth, history_rows, rtif_rows, seed, ti_row
 
 from taskexec.config import Settings
 from taskexec.db import models
+
+from conftest import LiveServer
+from helpers import auth, history_rows, rtif_rows, seed, ti_row
 
 WRITERS = 32
 ROUNDS = 50
@@ -200,4 +201,3 @@ def test_concurrent_retry_requests_archive_once(
             sa.select(models.task_instance.c.try_number, models.task_instance.c.state)
         ).all()
     assert [tuple(t) for t in tries] == [(2, "queued")]
-

@@ -9,10 +9,11 @@ import httpx
 import jwt
 import pytest
 import sqlalchemy as sa
-from helpers import auth, rtif_rows, seed
 
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
+
+from helpers import auth, rtif_rows, seed
 
 RTIF_MESSAGE = {"message": "Rendered task instance fields successfully set"}
 
@@ -73,8 +74,7 @@ def test_identical_repeat_is_2xx(
 ) -> None:
     ti = seed(settings).task_instances[0]
     codes = [
-        client.put(_url(ti.id), json={"a": 1}, headers=auth(ti.token)).status_code
-        for _ in range(3)
+        client.put(_url(ti.id), json={"a": 1}, headers=auth(ti.token)).status_code for _ in range(3)
     ]
     assert codes == [201, 201, 201]
     assert [r["rendered_fields"] for r in rtif_rows(sync_engine)] == [{"a": 1}]
@@ -272,9 +272,7 @@ def test_refreshed_token_near_expiry(client: httpx.Client, settings: Settings) -
 
 def test_correlation_id_is_echoed(client: httpx.Client, settings: Settings) -> None:
     ti = seed(settings).task_instances[0]
-    resp = client.put(
-        _url(ti.id), json={}, headers={**auth(ti.token), "correlation-id": "abc-123"}
-    )
+    resp = client.put(_url(ti.id), json={}, headers={**auth(ti.token), "correlation-id": "abc-123"})
     assert resp.headers["correlation-id"] == "abc-123"
 
 

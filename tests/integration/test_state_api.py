@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import httpx
 import sqlalchemy as sa
-from helpers import auth, history_rows, rtif_rows, seed, ti_row
 
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
+
+from helpers import auth, history_rows, rtif_rows, seed, ti_row
 
 RUNNER = {"hostname": "worker-1", "pid": 4242}
 
@@ -167,9 +168,7 @@ def test_try_one_can_never_overwrite_try_two(
 ) -> None:
     ti = seed(settings, max_tries=1).task_instances[0]
     _start(client, ti.id, ti.token)
-    client.patch(
-        f"{_base(ti.id)}/state", json={"state": "up_for_retry"}, headers=auth(ti.token)
-    )
+    client.patch(f"{_base(ti.id)}/state", json={"state": "up_for_retry"}, headers=auth(ti.token))
     new = ti_row(sync_engine, task_id=ti.task_id)
     assert new is not None
     token2 = TokenSigner(settings).mint(new["id"])
