@@ -8,6 +8,7 @@ reason; with ``CI=true`` an unset or unreachable backend fails the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -166,10 +167,9 @@ class LiveServer:
         return httpx.Client(base_url=self.base_url, timeout=30.0, **kwargs)
 
 
-@pytest.fixture
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    """Start the production app under uvicorn (uvloop, httptools) on a free port."""
-    app = create_app(settings)
+@contextlib.contextmanager
+def run_server(app: FastAPI) -> Iterator[LiveServer]:
+    """Serve ``app`` under uvicorn (uvloop, httptools) on a free loopback port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -184,10 +184,19 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
-    yield LiveServer(app, f"http://127.0.0.1:{port}", server, thread)
-    server.should_exit = True
-    thread.join(timeout=20)
-    sock.close()
+    try:
+        yield LiveServer(app, f"http://127.0.0.1:{port}", server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    """The production app, served for real, on the test database."""
+    with run_server(create_app(settings)) as live:
+        yield live
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from taskexec import cli, schemas
@@ -49,3 +50,10 @@ def history_rows(engine: sa.Engine, ti_id: uuid.UUID) -> list[dict[str, Any]]:
     t = models.task_instance_history
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id == ti_id))]
+
+
+def only(*backends: str) -> pytest.MarkDecorator:
+    """Run a database test on these backends only (sqlite, postgresql, mariadb)."""
+    return pytest.mark.parametrize(
+        "db_url", [pytest.param(b, marks=getattr(pytest.mark, b)) for b in backends], indirect=True
+    )

@@ -55,8 +55,8 @@ def _error(
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def _internal_error(exc: BaseException, what: str) -> JSONResponse:
-    cid = middleware.correlation_id.get()
+def _internal_error(request: Request, exc: BaseException, what: str) -> JSONResponse:
+    cid = middleware.correlation_id(request.scope)
     # The statement, driver text and traceback go to the log only, under the id.
     log.error("%s [correlation_id=%s]", what, cid, exc_info=exc)
     return _error(
@@ -79,7 +79,7 @@ async def _handle_domain_error(request: Request, exc: Exception) -> JSONResponse
     if status == 503:
         settings: Settings = request.app.state.settings
         headers["Retry-After"] = str(settings.db_retry_after_seconds)
-        detail["correlation_id"] = middleware.correlation_id.get()
+        detail["correlation_id"] = middleware.correlation_id(request.scope)
     return _error(status, detail, headers)
 
 
@@ -108,11 +108,11 @@ async def _handle_db_error(request: Request, exc: Exception) -> JSONResponse:
         return _error(
             422, {"reason": "invalid_value", "message": "The database cannot store this value."}
         )
-    return _internal_error(exc, f"database error: {db_errors.describe(exc)}")
+    return _internal_error(request, exc, f"database error: {db_errors.describe(exc)}")
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    return _internal_error(exc, "unhandled error")
+    return _internal_error(request, exc, "unhandled error")
 
 
 EXCEPTION_HANDLERS = {

@@ -6,7 +6,6 @@ limit act while the body streams in, before it is read whole.
 
 from __future__ import annotations
 
-import contextvars
 import uuid
 from typing import Any
 
@@ -17,10 +16,15 @@ from taskexec import errors
 
 CORRELATION_HEADER = "correlation-id"
 REFRESH_HEADER = "Refreshed-API-Token"
-# Set by the auth dependency in ``scope["state"]`` when the token should be replaced.
+# Keys in ``scope["state"]`` (``request.state``). The auth dependency sets the refreshed
+# token; the correlation id is kept there so that even the outermost 500 handler sees it.
 REFRESH_STATE_KEY = "refreshed_token"
+CORRELATION_STATE_KEY = "correlation_id"
 
-correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
+
+def correlation_id(scope: Scope) -> str:
+    """The request's correlation id, or "-" outside a request."""
+    return str(scope.get("state", {}).get(CORRELATION_STATE_KEY, "-"))
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -43,8 +47,8 @@ class RequestContextMiddleware:
             return
         raw = _header(scope, CORRELATION_HEADER.encode())
         cid = raw.decode("latin-1")[:64] if raw else uuid.uuid4().hex
-        token = correlation_id.set(cid)
         state: dict[str, Any] = scope.setdefault("state", {})
+        state[CORRELATION_STATE_KEY] = cid
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -56,10 +60,7 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            correlation_id.reset(token)
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyLimitMiddleware:

@@ -1,0 +1,88 @@
+"""Migrations on every backend: models and schema agree, one head, down and up with data."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from taskexec import cli
+from taskexec.config import Settings
+from taskexec.db import migrate, models, types
+
+from helpers import seed
+
+
+def test_one_head() -> None:
+    assert len(migrate.heads()) == 1
+
+
+def test_upgrade_head_matches_models(sync_engine: sa.Engine) -> None:
+    assert migrate.current_revision(sync_engine) == migrate.heads()[0]
+    assert migrate.diff(sync_engine) == []
+
+
+def test_every_constraint_is_named(sync_engine: sa.Engine) -> None:
+    inspector = sa.inspect(sync_engine)
+    for table in models.Base.metadata.sorted_tables:
+        assert inspector.get_pk_constraint(table.name)["name"] in (f"pk_{table.name}", None)
+        for fk in inspector.get_foreign_keys(table.name):
+            assert fk["name"] and fk["name"].startswith("fk_"), (table.name, fk)
+        for uq in inspector.get_unique_constraints(table.name):
+            assert uq["name"] and uq["name"].startswith("uq_"), (table.name, uq)
+    for table in models.Base.metadata.sorted_tables:
+        for constraint in table.constraints:
+            assert constraint.name, (table.name, constraint)
+
+
+def test_downgrade_to_base_and_upgrade_again_with_rows(
+    settings: Settings, sync_engine: sa.Engine
+) -> None:
+    seed(settings, tasks=2, map_count=2)
+    with sync_engine.begin() as conn:
+        ti = conn.execute(sa.select(models.task_instance).limit(1)).first()
+        assert ti is not None
+        conn.execute(
+            sa.insert(models.rendered_task_instance_fields).values(
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                run_id=ti.run_id,
+                map_index=ti.map_index,
+                rendered_fields={"a": 1},
+                try_number=1,
+                updated_at=types.utcnow(),
+            )
+        )
+    migrate.downgrade(sync_engine, "base")
+    assert migrate.current_revision(sync_engine) is None
+    assert not set(sa.inspect(sync_engine).get_table_names()) & {
+        t.name for t in models.Base.metadata.sorted_tables
+    }
+    migrate.upgrade(sync_engine)
+    assert migrate.diff(sync_engine) == []
+    seed(settings, tasks=1)  # the schema works again
+    with sync_engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(models.task_instance)) == 1
+
+
+def test_db_check_command(settings: Settings, sync_engine: sa.Engine) -> None:
+    args = cli.build_parser().parse_args(["db", "check"])
+    cli.cmd_db_check(args, settings)
+    migrate.downgrade(sync_engine, "base")
+    with pytest.raises(cli.CommandError, match="taskexec db upgrade"):
+        cli.cmd_db_check(args, settings)
+    # ...and a schema that drifted from the models.
+    migrate.upgrade(sync_engine)
+    with sync_engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(cli.CommandError, match="differs from the models"):
+        cli.cmd_db_check(args, settings)
+
+
+def test_serve_refuses_an_old_schema_off_sqlite(settings: Settings, sync_engine: sa.Engine) -> None:
+    migrate.downgrade(sync_engine, "base")
+    if settings.is_embedded:
+        cli.ensure_schema(settings)  # the embedded default migrates itself
+        assert migrate.current_revision(sync_engine) == migrate.heads()[0]
+        return
+    with pytest.raises(cli.CommandError, match="taskexec db upgrade"):
+        cli.ensure_schema(settings)
