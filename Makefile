@@ -1,0 +1,35 @@
+# Quickstart: `make demo` (runs the example on SQLite) and `make test` (lint, types, tests).
+# Each creates the virtualenv it needs on first use.
+
+PYTHON ?= python3
+DEMO_VENV ?= .venv-demo
+TEST_VENV ?= .venv
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint clean
+
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install -q --upgrade pip
+	$(DEMO_VENV)/bin/pip install -q -e .
+	touch $@
+
+$(TEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/pip install -q --upgrade pip
+	$(TEST_VENV)/bin/pip install -q -e ".[test]"
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/taskexec demo
+
+lint: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/ruff check src tests
+	$(TEST_VENV)/bin/ruff format --check src tests
+	$(TEST_VENV)/bin/mypy
+
+test: lint
+	$(TEST_VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(DEMO_VENV) $(TEST_VENV) .pytest_cache .mypy_cache .ruff_cache
