@@ -204,3 +204,13 @@ def client(live_server: LiveServer) -> Iterator[httpx.Client]:
     """An HTTP client for the live server."""
     with live_server.client() as c:
         yield c
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the tests measured (race statuses, req/s)."""
+    import helpers
+
+    if helpers.FIGURES:
+        terminalreporter.section("measured figures")
+        for line in helpers.FIGURES:
+            terminalreporter.write_line(line)

@@ -13,7 +13,6 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -21,69 +20,17 @@ from taskexec.config import Settings
 from taskexec.db import models
 
 from conftest import LiveServer
-from helpers import auth, history_rows, rtif_rows, seed, ti_row
+from helpers import auth, check_race, history_rows, rtif_rows, seed, ti_row
 
 WRITERS = 32
 ROUNDS = 50
-
-
-def _rtif_for(engine: sa.Engine, task_id: str) -> list[dict[str, Any]]:
-    return [r for r in rtif_rows(engine) if r["task_id"] == task_id]
 
 
 def test_concurrent_first_writes_never_conflict(
     live_server: LiveServer, settings: Settings, sync_engine: sa.Engine, backend: str
 ) -> None:
     run = seed(settings, tasks=ROUNDS)
-    barrier = threading.Barrier(WRITERS)
-    results: list[list[tuple[int, int, str]]] = [[] for _ in range(ROUNDS)]
-    lock = threading.Lock()
-    failures: list[BaseException] = []
-
-    def writer(w: int) -> None:
-        try:
-            with live_server.client() as client:
-                client.get("/health")  # open the keep-alive connection before the race
-                for r, ti in enumerate(run.task_instances):
-                    barrier.wait(timeout=60)
-                    value = f"writer-{w}-round-{r}"
-                    resp = client.put(
-                        f"/execution/task-instances/{ti.id}/rtif",
-                        json={"bash_command": value, "writer": w},
-                        headers=auth(ti.token),
-                    )
-                    with lock:
-                        results[r].append((w, resp.status_code, value))
-        except BaseException as exc:  # surfaced below, with the barrier broken
-            failures.append(exc)
-            barrier.abort()
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(WRITERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=240)
-    elapsed = time.perf_counter() - started
-    assert not failures, failures[0]
-
-    statuses = Counter(code for rnd in results for _, code, _ in rnd)
-    total = sum(statuses.values())
-    print(
-        f"\n[{backend}] race: {ROUNDS} rounds x {WRITERS} writers = {total} requests, "
-        f"statuses {dict(statuses)}, {total / elapsed:.0f} req/s over {elapsed:.1f}s"
-    )
-    assert total == ROUNDS * WRITERS
-    assert set(statuses) == {201}, statuses
-
-    for r, ti in enumerate(run.task_instances):
-        rows = _rtif_for(sync_engine, ti.task_id)
-        assert len(rows) == 1, f"round {r}: {len(rows)} rows"
-        accepted = {value for _, code, value in results[r] if 200 <= code < 300}
-        assert rows[0]["rendered_fields"]["bash_command"] in accepted
-        writer_id = rows[0]["rendered_fields"]["writer"]
-        # The row is one writer's whole value, never a mix of two.
-        assert rows[0]["rendered_fields"]["bash_command"].startswith(f"writer-{writer_id}-")
+    check_race(live_server.base_url, run, sync_engine, backend, WRITERS)
 
 
 def test_duplicate_retry_while_first_is_in_its_transaction(
