@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from taskexec import errors, schemas
 from taskexec.config import Settings, get_settings
@@ -26,10 +29,19 @@ class CommandError(Exception):
     """A CLI failure with a message for the user (exit status 1)."""
 
 
+@contextlib.contextmanager
+def sync_engine(settings: Settings, url: str | None = None) -> Iterator[sa.Engine]:
+    """A short-lived sync engine for admin work, disposed on exit."""
+    engine = db_engine.make_sync_engine(url or settings.effective_database_url, settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def ensure_schema(settings: Settings) -> None:
     """Embedded default: migrate to head. Elsewhere: refuse an outdated schema."""
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-    try:
+    with sync_engine(settings) as engine:
         if settings.is_embedded:
             migrate.upgrade(engine)
         elif not migrate.is_current(engine):
@@ -38,8 +50,6 @@ def ensure_schema(settings: Settings) -> None:
                 f"The database schema is at revision {current}, not {migrate.heads()[0]}. "
                 "Run `taskexec db upgrade` first."
             )
-    finally:
-        engine.dispose()
 
 
 # --- db ---------------------------------------------------------------------------
@@ -47,22 +57,16 @@ def ensure_schema(settings: Settings) -> None:
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
     """Apply all migrations."""
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-    try:
+    with sync_engine(settings) as engine:
         migrate.upgrade(engine, args.revision)
         print(f"database at revision {migrate.current_revision(engine)}")
-    finally:
-        engine.dispose()
 
 
 def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> None:
     """Revert migrations down to a revision."""
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-    try:
+    with sync_engine(settings) as engine:
         migrate.downgrade(engine, args.revision)
         print(f"database at revision {migrate.current_revision(engine) or 'base'}")
-    finally:
-        engine.dispose()
 
 
 def cmd_db_check(args: argparse.Namespace, settings: Settings) -> None:
@@ -71,18 +75,16 @@ def cmd_db_check(args: argparse.Namespace, settings: Settings) -> None:
     heads = migrate.heads()
     if len(heads) != 1:
         problems.append(f"migrations have {len(heads)} heads: {', '.join(heads)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        scratch = db_engine.make_sync_engine(f"sqlite:///{Path(tmp) / 'check.db'}", settings)
-        try:
-            migrate.upgrade(scratch)
-            diffs = migrate.diff(scratch)
-        finally:
-            scratch.dispose()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sync_engine(settings, f"sqlite:///{Path(tmp) / 'check.db'}") as scratch,
+    ):
+        migrate.upgrade(scratch)
+        diffs = migrate.diff(scratch)
     if diffs:
         problems.append("the migrations do not produce the models' schema:")
         problems.extend(f"  {d}" for d in diffs)
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-    try:
+    with sync_engine(settings) as engine:
         current = migrate.current_revision(engine)
         if current not in heads:
             problems.append(
@@ -94,8 +96,6 @@ def cmd_db_check(args: argparse.Namespace, settings: Settings) -> None:
             if live:
                 problems.append("the database schema differs from the models:")
                 problems.extend(f"  {d}" for d in live)
-    finally:
-        engine.dispose()
     if problems:
         raise CommandError("\n".join(problems))
     print(f"ok: one head ({heads[0]}), migrations match the models, database at head")

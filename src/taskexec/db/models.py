@@ -78,10 +78,8 @@ class DagRun(Base):
     )
 
 
-class TaskInstance(Base):
-    """The current try of one task instance. A new try gets a new id (UUID7)."""
-
-    __tablename__ = "task_instance"
+class _TryColumns:
+    """The columns of one try; shared by the current try and the archived ones."""
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
     dag_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
@@ -96,6 +94,12 @@ class TaskInstance(Base):
     start_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
     end_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
     last_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+
+
+class TaskInstance(_TryColumns, Base):
+    """The current try of one task instance. A new try gets a new id (UUID7)."""
+
+    __tablename__ = "task_instance"
 
     __table_args__ = (
         sa.UniqueConstraint(
@@ -112,24 +116,10 @@ class TaskInstance(Base):
     )
 
 
-class TaskInstanceHistory(Base):
+class TaskInstanceHistory(_TryColumns, Base):
     """Earlier tries of a task instance, keeping their ids so stale workers get a 410."""
 
     __tablename__ = "task_instance_history"
-
-    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
-    dag_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
-    task_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
-    run_id: Mapped[str] = mapped_column(sa.String(ID_LEN))
-    map_index: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("-1"))
-    try_number: Mapped[int] = mapped_column(sa.Integer)
-    max_tries: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
-    state: Mapped[str] = mapped_column(sa.String(20))
-    hostname: Mapped[str | None] = mapped_column(sa.String(1000))
-    pid: Mapped[int | None] = mapped_column(sa.Integer)
-    start_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
-    end_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
-    last_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
 
     __table_args__ = (
         sa.UniqueConstraint(
