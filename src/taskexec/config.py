@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Test each pooled connection before use (one extra round trip per checkout), so a
+    # connection the server dropped is replaced instead of failing a request.
+    db_pool_pre_ping: bool = True
     # How often the transaction owner retries a deadlock, serialization failure,
     # SQLite busy/locked or lost connection before answering 503.
     db_retry_attempts: int = Field(default=3, ge=1, le=20)

@@ -77,7 +77,7 @@ def _engine_kwargs(url: URL, settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "json_serializer": _json_dumps,
         "json_deserializer": orjson.loads,
-        "pool_pre_ping": True,
+        "pool_pre_ping": settings.db_pool_pre_ping,
     }
     backend = _backend(url)
     if backend == "sqlite":
