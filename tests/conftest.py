@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from taskexec.api.app import create_app
+from taskexec.api.background import background_server
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import migrate
@@ -159,8 +156,6 @@ class LiveServer:
 
     app: FastAPI
     base_url: str
-    server: uvicorn.Server
-    thread: threading.Thread
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """A keep-alive client for this server."""
@@ -169,27 +164,9 @@ class LiveServer:
 
 @contextlib.contextmanager
 def run_server(app: FastAPI) -> Iterator[LiveServer]:
-    """Serve ``app`` under uvicorn (uvloop, httptools) on a free loopback port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    try:
-        yield LiveServer(app, f"http://127.0.0.1:{port}", server, thread)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+    """Serve ``app`` for real on a free loopback port."""
+    with background_server(app) as base_url:
+        yield LiveServer(app, base_url)
 
 
 @pytest.fixture

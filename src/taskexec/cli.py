@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import sys
@@ -177,10 +178,7 @@ async def create_run(
 def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
     """Create a dag run with queued task instances; print ids and tokens as JSON."""
     ensure_schema(settings)
-    try:
-        conf = json.loads(args.conf) if args.conf else None
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"--conf is not valid JSON: {exc}") from exc
+    conf = _parse_conf(args.conf)
     created = asyncio.run(
         create_run(
             settings,
@@ -195,11 +193,110 @@ def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
     print(created.model_dump_json(indent=2))
 
 
+def _parse_conf(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"--conf is not valid JSON: {exc}") from exc
+    if not isinstance(conf, dict):
+        raise CommandError("--conf must be a JSON object")
+    return conf
+
+
+def _parse_date(raw: str | None) -> dt.datetime | None:
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise CommandError(f"--logical-date is not an ISO date: {exc}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def cmd_trigger(args: argparse.Namespace, settings: Settings) -> None:
+    """Create a dag run and queue all its task instances."""
+    from taskexec import running
+
+    ensure_schema(settings)
+    try:
+        run_id, count = running.trigger_run(
+            settings,
+            args.dag_id,
+            conf=_parse_conf(args.conf),
+            logical_date=_parse_date(args.logical_date),
+        )
+    except running.UnknownDagError as exc:
+        raise CommandError(str(exc)) from exc
+    print(json.dumps({"dag_id": args.dag_id, "run_id": run_id, "task_instances": count}))
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
+    """Trigger a dag and execute it with an executor; exit 1 if anything failed for good."""
+    from taskexec import running
+
+    ensure_schema(settings)
+    try:
+        run_id, count = running.trigger_run(
+            settings,
+            args.dag_id,
+            conf=_parse_conf(args.conf),
+            logical_date=_parse_date(args.logical_date),
+        )
+    except running.UnknownDagError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        with running.api_server(settings) as worker_settings:
+            report = running.execute_run(
+                worker_settings,
+                args.dag_id,
+                run_id,
+                count,
+                executor=args.executor,
+                workers=args.workers,
+            )
+    except running.NoApiServerError as exc:
+        raise CommandError(str(exc)) from exc
+    from rich.console import Console
+
+    Console().print(running.states_table(report, f"run {run_id}"))
+    if report.counts.get("failed"):
+        raise CommandError(f"{report.counts['failed']} task instance(s) failed")
+
+
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
+    """Print the log of a task instance's latest try (or of --try N)."""
+    from taskexec.sdk.runner import log_path
+
+    first = log_path(
+        settings.effective_logs_dir, args.dag_id, args.run_id, args.task_id, args.map_index, 1
+    )
+    folder = first.parent
+    tries = sorted(
+        (int(p.stem.removeprefix("attempt=")) for p in folder.glob("attempt=*.log")),
+    )
+    if not tries:
+        raise CommandError(f"no logs in {folder}")
+    chosen = args.try_number or tries[-1]
+    if chosen not in tries:
+        raise CommandError(f"no log for try {chosen}; tries with logs: {tries}")
+    sys.stdout.write(folder.joinpath(f"attempt={chosen}.log").read_text())
+
+
+def cmd_celery_worker(args: argparse.Namespace, settings: Settings) -> None:
+    """Run a Celery worker that executes task instances with the same runner."""
+    from taskexec.executors import celery
+
+    celery.start_worker(settings, concurrency=args.concurrency)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    """Start a server on the embedded database and exercise the rendered-fields path."""
+    """Run the bundled example dag on the embedded database, end to end."""
     from taskexec import demo
 
-    demo.run(settings, port=args.port)
+    if not demo.run(settings, workers=args.workers):
+        raise CommandError("some task instances failed for good")
 
 
 # --- parser -----------------------------------------------------------------------
@@ -239,8 +336,34 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--max-tries", type=int, default=0)
     create.set_defaults(func=cmd_runs_create)
 
-    demo = sub.add_parser("demo", help="run the example on the embedded database")
-    demo.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    trig = sub.add_parser("trigger", help="create a dag run and queue its task instances")
+    trig.add_argument("dag_id")
+    trig.add_argument("--conf", default=None, help="run conf as a JSON object")
+    trig.add_argument("--logical-date", default=None, help="ISO date or datetime")
+    trig.set_defaults(func=cmd_trigger)
+
+    run = sub.add_parser("run", help="trigger a dag and execute it")
+    run.add_argument("dag_id")
+    run.add_argument("--executor", choices=["local", "celery"], default="local")
+    run.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
+    run.add_argument("--conf", default=None, help="run conf as a JSON object")
+    run.add_argument("--logical-date", default=None, help="ISO date or datetime")
+    run.set_defaults(func=cmd_run)
+
+    logs = sub.add_parser("logs", help="print a task instance's log")
+    logs.add_argument("dag_id")
+    logs.add_argument("run_id")
+    logs.add_argument("task_id")
+    logs.add_argument("--map-index", type=int, default=-1)
+    logs.add_argument("--try", dest="try_number", type=int, default=None)
+    logs.set_defaults(func=cmd_logs)
+
+    worker = sub.add_parser("celery-worker", help="run a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=None)
+    worker.set_defaults(func=cmd_celery_worker)
+
+    demo = sub.add_parser("demo", help="run the example dag on the embedded database")
+    demo.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -46,12 +46,47 @@ class Settings(BaseSettings):
 
     max_request_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
+    # --- worker side -------------------------------------------------------------
+    # Where workers reach the Execution API.
+    api_url: str = "http://127.0.0.1:8080"
+    # Per-request timeout and retry policy of the SDK client (Airflow's defaults).
+    execution_api_timeout_seconds: float = Field(default=5.0, gt=0)
+    execution_api_retries: int = Field(default=5, ge=1)
+    execution_api_retry_wait_min_seconds: float = Field(default=1.0, ge=0)
+    execution_api_retry_wait_max_seconds: float = Field(default=90.0, ge=0)
+    heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
+    # Empty means the bundled example dags.
+    dags_folder: Path | None = None
+    # Empty means ``data_dir/logs``.
+    logs_dir: Path | None = None
+    max_templated_field_length: int = 4096
+    # Added to Airflow's default sensitive words (comma-separated in the environment).
+    sensitive_words: str = ""
+    # Celery broker (redis:// or amqp://).
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    celery_queue: str = "taskexec"
+
     @property
     def effective_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file in the data directory."""
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'taskexec.db'}"
+
+    @property
+    def effective_dags_folder(self) -> Path:
+        """The configured dags folder, or the bundled examples."""
+        return self.dags_folder or Path(__file__).parent / "example_dags"
+
+    @property
+    def effective_logs_dir(self) -> Path:
+        """Where per-try task logs go."""
+        return self.logs_dir or self.data_dir / "logs"
+
+    @property
+    def extra_sensitive_words(self) -> list[str]:
+        """The configured extra sensitive words, lower-cased."""
+        return [w.strip().lower() for w in self.sensitive_words.split(",") if w.strip()]
 
     @property
     def is_embedded(self) -> bool:

@@ -193,6 +193,7 @@ def test_cross_ti_check_needs_no_database(live_server: object, settings: Setting
         (b'"a string"', "invalid_body"),
         (b"", "invalid_body"),
         (b'{"n": NaN}', "invalid_body"),
+        (b'{"deep": ' + b"[" * 300 + b"]" * 300 + b"}", "invalid_body"),
     ],
 )
 def test_bad_body_is_422(

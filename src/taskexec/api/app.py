@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taskexec import __version__, errors
+from taskexec import __version__, errors, masking
 from taskexec.api import middleware
 from taskexec.api.routes import health, task_instances
 from taskexec.config import Settings, get_settings
@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.signer = TokenSigner(settings)
+    app.state.masker = masking.SecretsMasker(extra_words=settings.extra_sensitive_words)
 
     execution = APIRouter(prefix="/execution")
     execution.include_router(health.router)

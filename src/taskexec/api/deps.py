@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from taskexec import errors
+from taskexec import errors, masking
 from taskexec.api import middleware
 from taskexec.config import Settings
 from taskexec.db.engine import Database
@@ -31,7 +31,14 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_masker(request: Request) -> masking.SecretsMasker:
+    """The server's masker: sensitive names and secret-looking values."""
+    masker: masking.SecretsMasker = request.app.state.masker
+    return masker
+
+
 DbDep = Annotated[Database, Depends(get_db)]
+MaskerDep = Annotated[masking.SecretsMasker, Depends(get_masker)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="A task-instance JWT (sub = the id).")

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 # Execution option read by the SQLite "begin" hook: read-only transactions use a
 # deferred BEGIN so they do not queue behind writers.
-_READ_ONLY = "taskexec_read_only"
+READ_ONLY_OPTION = "taskexec_read_only"
 
 _ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "psycopg", "mysql": "aiomysql"}
 _SYNC_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
@@ -116,7 +116,7 @@ def _install_sqlite_hooks(sync_engine: sa.Engine, settings: Settings) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
@@ -127,6 +127,11 @@ def make_engine(url: str | URL, settings: Settings) -> AsyncEngine:
     if _backend(parsed) == "sqlite":
         _install_sqlite_hooks(engine.sync_engine, settings)
     return engine
+
+
+def read_only(engine: sa.Engine) -> sa.Engine:
+    """The same engine, beginning deferred (non-locking) transactions on SQLite."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def make_sync_engine(url: str | URL, settings: Settings) -> sa.Engine:
@@ -158,7 +163,7 @@ class Database:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        self._read_engine = engine.execution_options(**{_READ_ONLY: True})
+        self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
         # Test hook: awaited inside a write transaction just before it commits.
         self.before_commit: Callable[[str], Awaitable[None]] | None = None
         # SQLite admits one writer at a time. Queueing this process's writers here,

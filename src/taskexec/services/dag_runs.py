@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,9 +24,10 @@ async def create_dag_run(
     tasks: Sequence[tuple[str, int]],
     conf: dict[str, Any] | None = None,
     logical_date: dt.datetime | None = None,
-    max_tries: int = 0,
+    max_tries: int | Mapping[str, int] = 0,
 ) -> list[dict[str, Any]]:
-    """Create a dag run and one queued task instance per ``(task_id, map_index)``."""
+    """Create a dag run and one queued task instance per ``(task_id, map_index)``;
+    ``max_tries`` is one number for all tasks or one per task id."""
     now = types.utcnow()
     try:
         await conn.execute(
@@ -53,7 +54,7 @@ async def create_dag_run(
             "run_id": run_id,
             "map_index": map_index,
             "try_number": 1,
-            "max_tries": max_tries,
+            "max_tries": max_tries if isinstance(max_tries, int) else max_tries.get(task_id, 0),
             "state": TaskInstanceState.QUEUED,
         }
         for task_id, map_index in tasks

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Body, Request, Response, status
 
 from taskexec import errors, schemas
-from taskexec.api.deps import DbDep, TaskInstanceIdDep
+from taskexec.api.deps import DbDep, MaskerDep, TaskInstanceIdDep
 from taskexec.services import rendered_fields, task_instances
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -19,6 +19,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/task-instances", tags=["task-instances"], responses=ERROR_RESPONSES)
 
 RTIF_SET_MESSAGE = "Rendered task instance fields successfully set"
+# orjson, which stores the JSON, writes at most 254 levels; refuse deeper bodies up
+# front with a clear 422 rather than fail later.
+MAX_BODY_DEPTH = 200
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
 
 
 async def _json_object_body(request: Request) -> dict[str, Any]:
@@ -32,6 +48,10 @@ async def _json_object_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise errors.InvalidBodyError(
             "The request body must be a JSON object of field name to value."
+        )
+    if _too_deep(body, MAX_BODY_DEPTH):
+        raise errors.InvalidBodyError(
+            f"The request body is nested more than {MAX_BODY_DEPTH} levels deep."
         )
     return body
 
@@ -58,9 +78,13 @@ async def _json_object_body(request: Request) -> dict[str, Any]:
         }
     },
 )
-async def put_rtif(request: Request, ti_id: TaskInstanceIdDep, db: DbDep) -> dict[str, str]:
+async def put_rtif(
+    request: Request, ti_id: TaskInstanceIdDep, db: DbDep, masker: MaskerDep
+) -> dict[str, str]:
     """Store the rendered template fields of a task instance (one upsert; repeat-safe)."""
-    fields = await _json_object_body(request)
+    # Masked again here, so a worker that forgot to mask cannot leak a secret into
+    # the database.
+    fields = masker.redact_fields(await _json_object_body(request))
     await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
     return {"message": RTIF_SET_MESSAGE}
 

@@ -1,0 +1,1 @@
+"""Executors: run the queued task instances of a dag run on local processes or Celery."""

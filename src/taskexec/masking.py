@@ -1,0 +1,250 @@
+"""Masking secrets in rendered template fields, after Airflow's ``SecretsMasker``.
+
+A value is hidden when its *name* (a field name or a dict key) contains a sensitive
+word; inside other strings, registered secrets and values that look like credentials
+(PEM private keys, JWTs, AWS access key ids, passwords in URLs) are replaced.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+DEFAULT_SENSITIVE_WORDS: frozenset[str] = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "passphrase",
+        "passwd",
+        "password",
+        "private_key",
+        "proxies",
+        "secret",
+        "token",
+        "keyfile_dict",
+        "service_account",
+    }
+)
+MASK = "***"
+MIN_SECRET_LENGTH = 5
+# Values nested more than this many containers deep are replaced by MASK as a whole:
+# walking them is possible, but nothing downstream (repr, json, orjson) could handle the
+# result, and masking the whole subtree can never leak what is inside it.
+MAX_DEPTH = 2000
+
+_NAME_CACHE_SIZE = 4096
+
+# Each alternative starts with a literal or is bounded, so matching stays linear even on
+# large inputs (a quadratic pattern here would stall every rendered-fields write):
+# - pem: a missing END line masks to the end of the string rather than leak the key body.
+# - skip: an "eyJ" run that is not a JWT is consumed unchanged; otherwise every "eyJ"
+#   inside a long run would rescan the run. No JWT can start later in the same run, so
+#   this loses nothing (only a key id or PEM header glued to such a run, with no
+#   separator, goes undetected).
+# - url: anchored on "://" with a one-character look-behind for the scheme instead of
+#   matching the scheme itself, which would rescan long base64 runs from every letter.
+#   The password runs to the last "@" before the next "/" or whitespace.
+_PATTERN = re.compile(
+    r"""
+    (?P<pem>-----BEGIN\ [A-Z0-9 ]{0,40}PRIVATE\ KEY[A-Z0-9 ]{0,10}-----
+        (?s:.*?)
+        (?:-----END\ [A-Z0-9 ]{0,40}PRIVATE\ KEY[A-Z0-9 ]{0,10}-----|\Z))
+    |(?P<jwt>eyJ[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{5,}+)
+    |(?P<skip>eyJ[A-Za-z0-9_-]*+)
+    |(?P<akid>\b(?:AKIA|ASIA)[A-Z0-9]{16}\b)
+    |(?<=[A-Za-z0-9+.-])://(?P<user>[^:/@\s]*+):[^/\s]+(?=@)
+    """,
+    re.VERBOSE,
+)
+
+
+# Closes a container's subtree on redact's stack.
+_EXIT = object()
+
+
+def _replace_match(match: re.Match[str]) -> str:
+    if match.group("skip") is not None:
+        return match.group()
+    user = match.group("user")
+    if user is not None:
+        return f"://{user}:{MASK}"
+    return MASK
+
+
+def _words(words: Iterable[str]) -> set[str]:
+    # A bare string is one word, not an iterable of one-letter words that would hide
+    # almost every name.
+    if isinstance(words, str):
+        words = (words,)
+    return {w.strip().lower() for w in words} - {""}
+
+
+def _mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    found = [secret for secret in secrets if secret in text]
+    if not found:
+        return text
+    # Mask the union of every (possibly overlapping) occurrence: replacing one secret at
+    # a time would leave the tail of a secret that overlaps an already masked one.
+    spans: list[tuple[int, int]] = []
+    for secret in found:
+        start = text.find(secret)
+        while start != -1:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    spans.sort()
+    parts: list[str] = []
+    position = 0
+    span_start, span_end = spans[0]
+    for start, end in spans[1:]:
+        if start <= span_end:
+            span_end = max(span_end, end)
+            continue
+        parts += (text[position:span_start], MASK)
+        position = span_end
+        span_start, span_end = start, end
+    parts += (text[position:span_start], MASK, text[span_end:])
+    return "".join(parts)
+
+
+class SecretsMasker:
+    """Replaces sensitive values in (nested) rendered fields with ``***``."""
+
+    def __init__(
+        self,
+        sensitive_words: Iterable[str] | None = None,
+        *,
+        extra_words: Iterable[str] = (),
+        patterns: bool = True,
+    ) -> None:
+        base = DEFAULT_SENSITIVE_WORDS if sensitive_words is None else sensitive_words
+        self._words = frozenset(_words(base) | _words(extra_words))
+        # An empty alternation would match every name.
+        self._name_re = (
+            re.compile("|".join(re.escape(w) for w in sorted(self._words))) if self._words else None
+        )
+        self._patterns = patterns
+        self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        self._name_cache: dict[str, bool] = {}
+
+    @property
+    def sensitive_words(self) -> frozenset[str]:
+        """The lower-case words whose presence in a name hides its value."""
+        return self._words
+
+    def add_secret(self, value: object) -> None:
+        """Register a secret string, or every string leaf of a dict, list or tuple."""
+        new: set[str] = set()
+        seen: set[int] = set()
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if len(item) >= MIN_SECRET_LENGTH:
+                    new.add(item)
+                    # Passwords usually appear percent-encoded inside URLs.
+                    new.add(urllib.parse.quote(item, safe=""))
+            elif isinstance(item, Mapping | list | tuple | set | frozenset):
+                if id(item) in seen:
+                    continue
+                seen.add(id(item))
+                stack.extend(item.values() if isinstance(item, Mapping) else item)
+        if not new:
+            return
+        with self._lock:
+            merged = new.union(self._secrets)
+            self._secrets = tuple(sorted(merged, key=lambda s: (-len(s), s)))
+
+    def should_hide_name(self, name: str | None) -> bool:
+        """Whether ``name`` contains a sensitive word (case-insensitive)."""
+        if not name or self._name_re is None:
+            return False
+        hidden = self._name_cache.get(name)
+        if hidden is None:
+            hidden = self._name_re.search(name.lower()) is not None
+            if len(self._name_cache) >= _NAME_CACHE_SIZE:
+                self._name_cache.clear()
+            self._name_cache[name] = hidden
+        return hidden
+
+    def redact(self, value: object, name: str | None = None) -> object:
+        """A masked copy of ``value`` (tuples and sets become lists); never mutates it."""
+        hidden = self.should_hide_name(name)
+        if type(value) is str:
+            return MASK if hidden else self._redact_str(value)
+        if not isinstance(value, dict | list | tuple | Mapping | set | frozenset):
+            return self._redact_leaf(value, hidden)
+        # Iterative, so deep nesting cannot raise RecursionError. Stack entries are
+        # (value, hidden, depth, output container, slot in it); a value of _EXIT closes a
+        # container's subtree and removes it from the current path (cycle detection).
+        root: list[object] = [None]
+        stack: list[tuple[object, bool, int, Any, Any]] = [(value, hidden, 0, root, 0)]
+        path: set[int] = set()
+        while stack:
+            item, hidden, depth, parent, slot = stack.pop()
+            if item is _EXIT:
+                path.discard(slot)
+                continue
+            if type(item) is str:
+                parent[slot] = MASK if hidden else self._redact_str(item)
+            elif isinstance(item, dict | Mapping):
+                if depth > MAX_DEPTH or id(item) in path:
+                    parent[slot] = MASK
+                    continue
+                path.add(id(item))
+                stack.append((_EXIT, False, 0, None, id(item)))
+                out: dict[object, object] = dict.fromkeys(item)
+                parent[slot] = out
+                for key, child in item.items():
+                    child_hidden = hidden or (type(key) is str and self.should_hide_name(key))
+                    stack.append((child, child_hidden, depth + 1, out, key))
+            elif isinstance(item, list | tuple | set | frozenset):
+                if depth > MAX_DEPTH or id(item) in path:
+                    parent[slot] = MASK
+                    continue
+                path.add(id(item))
+                stack.append((_EXIT, False, 0, None, id(item)))
+                out_list: list[object] = [None] * len(item)
+                parent[slot] = out_list
+                for index, child in enumerate(item):
+                    stack.append((child, hidden, depth + 1, out_list, index))
+            else:
+                parent[slot] = self._redact_leaf(item, hidden)
+        return root[0]
+
+    def redact_fields(self, fields: Mapping[str, object]) -> dict[str, object]:
+        """Redact each field's value, using the field name as its name."""
+        return {name: self.redact(value, name) for name, value in fields.items()}
+
+    def _redact_leaf(self, value: object, hidden: bool) -> object:
+        if hidden:
+            return None if value is None else MASK
+        if isinstance(value, str):
+            return self._redact_str(value)
+        return value
+
+    def _redact_str(self, text: str) -> str:
+        secrets = self._secrets
+        if secrets:
+            text = _mask_secrets(text, secrets)
+        if self._patterns and (
+            "://" in text
+            or "eyJ" in text
+            or "AKIA" in text
+            or "ASIA" in text
+            or "PRIVATE KEY" in text
+        ):
+            text = _PATTERN.sub(_replace_match, text)
+        return text
+
+
+@functools.cache
+def default_masker() -> SecretsMasker:
+    """The process-wide masker: default sensitive words and patterns, no secrets."""
+    return SecretsMasker()

@@ -1,0 +1,208 @@
+"""The task runner: /run → render → set_rtif → execute (heartbeating) → /state.
+
+It runs one try of one task instance. A 410 at any step means a newer try has
+replaced this one: the runner stops quietly and leaves the new try alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import traceback
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from taskexec.config import Settings
+from taskexec.sdk import rendering
+from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError, WriteStat
+from taskexec.sdk.dag import Dag
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    """What the runner needs to know besides the task instance."""
+
+    api_url: str
+    logs_dir: Path
+    timeout: float = 5.0
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    max_templated_field_length: int = 4096
+    heartbeat_interval: float = 5.0
+    # Demo/test knob: also send each rendered-fields PUT a second time while the
+    # first is in flight, as a client retry after a timeout would.
+    duplicate_rtif_writes: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RunnerConfig:
+        """The configuration given by ``settings``."""
+        values: dict[str, Any] = {
+            "api_url": settings.api_url,
+            "logs_dir": settings.effective_logs_dir,
+            "timeout": settings.execution_api_timeout_seconds,
+            "retry": RetryPolicy.from_settings(settings),
+            "max_templated_field_length": settings.max_templated_field_length,
+            "heartbeat_interval": settings.heartbeat_interval_seconds,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """How one try ended, from this runner's point of view."""
+
+    outcome: str  # success | failed | up_for_retry | stale | not_started
+    message: str = ""
+    write_stats: list[WriteStat] = dataclasses.field(default_factory=list)
+
+
+def log_path(
+    logs_dir: Path, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int
+) -> Path:
+    """Where the log of one try lives."""
+    return (
+        logs_dir
+        / f"dag_id={dag_id}"
+        / f"run_id={run_id}"
+        / f"task_id={task_id}"
+        / f"map_index={map_index}"
+        / f"attempt={try_number}.log"
+    )
+
+
+class _Heartbeat(threading.Thread):
+    """Heartbeats while the task executes; notes when the server says to stop."""
+
+    def __init__(self, client: Client, ti_id: uuid.UUID, interval: float) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{ti_id}")
+        self.client, self.ti_id, self.interval = client, ti_id, interval
+        self.stopped = threading.Event()
+        self.lost_reason: str | None = None
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.client.task_instances.heartbeat(
+                    self.ti_id, hostname=socket.gethostname(), pid=os.getpid()
+                )
+            except ServerResponseError as exc:
+                if exc.status in (409, 410):
+                    self.lost_reason = exc.reason
+                    return
+                log.warning("heartbeat failed: %s", exc)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+
+def run_task_instance(
+    ti_id: uuid.UUID, token: str, dags: Mapping[str, Dag], config: RunnerConfig
+) -> RunResult:
+    """Run one try of a task instance end to end."""
+    with Client(config.api_url, token, timeout=config.timeout, retry=config.retry) as client:
+        result = _run(client, ti_id, dags, config)
+        result.write_stats = list(client.write_stats)
+        return result
+
+
+def _run(
+    client: Client, ti_id: uuid.UUID, dags: Mapping[str, Dag], config: RunnerConfig
+) -> RunResult:
+    hostname, pid = socket.gethostname(), os.getpid()
+    try:
+        ctx = client.task_instances.start(ti_id, hostname=hostname, pid=pid)
+    except ServerResponseError as exc:
+        if exc.status == 410:
+            return RunResult("stale", exc.message)
+        if exc.status == 409:
+            return RunResult("not_started", f"{exc.reason}: {exc.message}")
+        raise
+    dag_run = ctx["dag_run"]
+    path = log_path(
+        config.logs_dir,
+        dag_run["dag_id"],
+        dag_run["run_id"],
+        ctx["task_id"],
+        ctx["map_index"],
+        ctx["try_number"],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        _say(out, f"try {ctx['try_number']} of {ctx['task_id']}[{ctx['map_index']}] on {hostname}")
+        outcome, message = _render_and_execute(client, ti_id, ctx, dags, config, out)
+        if outcome == "stale":
+            _say(out, f"stopping: a newer try replaced this one ({message})")
+            return RunResult("stale", message)
+        _say(out, f"finishing as {outcome}" + (f": {message}" if message else ""))
+        try:
+            client.task_instances.finish(ti_id, outcome)
+        except ServerResponseError as exc:
+            if exc.status == 410:
+                _say(out, "stopping: a newer try replaced this one")
+                return RunResult("stale", exc.message)
+            raise
+    return RunResult(outcome, message)
+
+
+def _render_and_execute(
+    client: Client,
+    ti_id: uuid.UUID,
+    ctx: dict[str, Any],
+    dags: Mapping[str, Dag],
+    config: RunnerConfig,
+    out: IO[str],
+) -> tuple[str, str]:
+    """Returns (outcome, message): the state to report, or "stale"."""
+    failed = "up_for_retry" if ctx["should_retry"] else "failed"
+    dag = dags.get(ctx["dag_run"]["dag_id"])
+    task = dag.tasks.get(ctx["task_id"]) if dag else None
+    if task is None:
+        message = f"dag {ctx['dag_run']['dag_id']!r} has no task {ctx['task_id']!r} here"
+        return "failed", message
+    context = rendering.build_context(
+        task=task, dag_run=ctx["dag_run"], map_index=ctx["map_index"], try_number=ctx["try_number"]
+    )
+    try:
+        rendered = rendering.render_task(task, context)
+    except rendering.RenderError as exc:
+        # Retrying cannot fix a template: fail for good, with the reason in the log.
+        return "failed", f"template error: {exc}"
+    fields = rendering.rendered_fields_payload(
+        rendered, rendering.worker_masker(), config.max_templated_field_length
+    )
+    if fields:
+        try:
+            client.task_instances.set_rtif(
+                ti_id, fields, send_duplicate=config.duplicate_rtif_writes
+            )
+        except ServerResponseError as exc:
+            if exc.status == 410:
+                return "stale", exc.message
+            return failed, f"could not store rendered fields: {exc}"
+    heartbeat = _Heartbeat(client, ti_id, config.heartbeat_interval)
+    heartbeat.start()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            rendered.execute(context, out)
+    except Exception as exc:
+        out.write(traceback.format_exc())
+        return failed, f"{type(exc).__name__}: {exc}"
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join()
+        out.flush()
+    if heartbeat.lost_reason == "stale_try":
+        return "stale", "the server replaced this try while it ran"
+    return "success", ""
+
+
+def _say(out: IO[str], line: str) -> None:
+    out.write(f"[taskexec] {line}\n")
+    out.flush()

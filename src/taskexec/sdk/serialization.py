@@ -1,0 +1,236 @@
+"""Serializing rendered template fields for the API, after Airflow's
+``serialize_template_field``, and truncating them to ``max_templated_field_length``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring
+from typing import Any, TypeAlias
+
+JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
+
+TRUNCATION_PREFIX = "Truncated. You can change this behaviour in max_templated_field_length. "
+DEFAULT_MAX_TEMPLATED_FIELD_LENGTH = 4096
+# Containers nested more than this many levels deep are replaced by TOO_DEEP: the
+# server stores JSON through orjson, which refuses to write past 254 levels.
+MAX_DEPTH = 200
+# JSON numbers the server accepts (orjson): signed 64-bit; larger ints are sent as text.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+TOO_DEEP = "<too deep>"
+CIRCULAR = "<circular reference>"
+
+_SUFFIX = "..."
+# Below this, the cut content would say nothing useful; Airflow then drops it entirely.
+_MIN_CONTENT_LENGTH = 7
+
+# Operations on serialize_template_field's explicit stack.
+_VALUE, _EXIT, _SORT = 0, 1, 2
+
+
+def _qualname(obj: object) -> str:
+    try:
+        module = getattr(obj, "__module__", None)
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    except Exception:
+        module = name = None
+    if not isinstance(name, str):
+        # Instances (a functools.partial, an object with __call__) have no name of
+        # their own: use their class's.
+        cls = type(obj)
+        module, name = cls.__module__, cls.__qualname__
+    if isinstance(module, str) and module not in ("", "builtins"):
+        return f"{module}.{name}"
+    return name
+
+
+def _object_text(value: object) -> str:
+    cls = type(value)
+    # object's own __str__ / __repr__ only add a memory address, which would make every
+    # try's rendered fields differ.
+    if cls.__str__ is not object.__str__ or cls.__repr__ is not object.__repr__:
+        try:
+            return str(value)
+        except Exception:
+            pass
+    return f"<{_qualname(cls)} object>"
+
+
+def _key_text(key: object) -> str:
+    if type(key) is str:
+        return key
+    try:
+        return str(key)
+    except Exception:
+        return f"<{_qualname(type(key))} object>"
+
+
+def _serialize_leaf(value: object) -> JsonValue:
+    if isinstance(value, str):
+        # str.__str__ turns a subclass (a StrEnum member, say) into a plain str.
+        return value if type(value) is str else str.__str__(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        whole = value if type(value) is int else int(value)
+        return whole if _INT_MIN <= whole <= _INT_MAX else str(whole)
+    if isinstance(value, float):
+        number = float(value)
+        return number if math.isfinite(number) else str(number)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if callable(value):
+        return f"<callable {_qualname(value)}>"
+    return _object_text(value)
+
+
+def _sort_set(elements: list[Any]) -> None:
+    # Natural order when the elements are comparable, else by str() (and by JSON text
+    # when even str() fails, e.g. an int over Python's digit limit or deep nesting).
+    keys: tuple[Callable[[Any], Any] | None, ...] = (None, str, _json_text)
+    for key in keys:
+        try:
+            elements.sort(key=key)
+            return
+        except (TypeError, ValueError, RecursionError):
+            continue
+
+
+def serialize_template_field(value: object) -> JsonValue:
+    """A JSON-able form of a rendered template field, following Airflow's rules."""
+    if not isinstance(value, dict | list | tuple | Mapping | set | frozenset):
+        return _serialize_leaf(value)
+    # Iterative, so deep nesting cannot raise RecursionError. Entries are (operation,
+    # value, depth, output container, slot in it). _EXIT closes a container's subtree
+    # (cycle detection); _SORT, pushed below a set's elements, sorts the set's output
+    # list once all of them are serialized.
+    root: list[JsonValue] = [None]
+    stack: list[tuple[int, object, int, Any, Any]] = [(_VALUE, value, 0, root, 0)]
+    path: set[int] = set()
+    while stack:
+        operation, item, depth, parent, slot = stack.pop()
+        if operation == _EXIT:
+            path.discard(slot)
+            continue
+        if operation == _SORT:
+            _sort_set(parent)
+            continue
+        if not isinstance(item, dict | list | tuple | Mapping | set | frozenset):
+            parent[slot] = _serialize_leaf(item)
+            continue
+        if depth > MAX_DEPTH:
+            parent[slot] = TOO_DEEP
+            continue
+        if id(item) in path:
+            parent[slot] = CIRCULAR
+            continue
+        path.add(id(item))
+        stack.append((_EXIT, None, 0, None, id(item)))
+        if isinstance(item, Mapping):
+            # Keys are stringified first, so that keys equal as strings collapse (the
+            # last one wins) before sorting.
+            pairs = {_key_text(key): child for key, child in item.items()}
+            out: dict[str, JsonValue] = dict.fromkeys(sorted(pairs))
+            parent[slot] = out
+            stack.extend((_VALUE, child, depth + 1, out, key) for key, child in pairs.items())
+        else:
+            out_list: list[JsonValue] = [None] * len(item)
+            parent[slot] = out_list
+            if isinstance(item, set | frozenset):
+                stack.append((_SORT, None, 0, out_list, None))
+            stack.extend((_VALUE, child, depth + 1, out_list, i) for i, child in enumerate(item))
+    return root[0]
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    try:
+        return int.__repr__(value)
+    except ValueError:
+        # Over Python's int-to-str digit limit; only the length and a readable prefix
+        # matter here.
+        return hex(value)
+
+
+def _json_text_iterative(value: object) -> str:
+    parts: list[str] = []
+    # Entries are (literal text, None) or (None, value to encode).
+    stack: list[tuple[str | None, object]] = [(None, value)]
+    while stack:
+        text, item = stack.pop()
+        if text is not None:
+            parts.append(text)
+        elif isinstance(item, str):
+            parts.append(encode_basestring(item))
+        elif item is None:
+            parts.append("null")
+        elif isinstance(item, bool):
+            parts.append("true" if item else "false")
+        elif isinstance(item, int | float):
+            parts.append(_number_text(item))
+        elif isinstance(item, Mapping):
+            parts.append("{")
+            stack.append(("}", None))
+            pairs = list(item.items())
+            for index in range(len(pairs) - 1, -1, -1):
+                key, child = pairs[index]
+                stack.append((None, child))
+                stack.append((encode_basestring(_key_text(key)) + ":", None))
+                if index:
+                    stack.append((",", None))
+        elif isinstance(item, list | tuple):
+            parts.append("[")
+            stack.append(("]", None))
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((None, item[index]))
+                if index:
+                    stack.append((",", None))
+        else:
+            parts.append(encode_basestring(_object_text(item)))
+    return "".join(parts)
+
+
+def _json_text(value: object) -> str:
+    # Compact and not ASCII-escaped, like the orjson text the database stores. The C
+    # encoder is much faster but recursive: deep values fall back to the iterative one.
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (RecursionError, TypeError, ValueError):
+        return _json_text_iterative(value)
+
+
+def truncate_rendered_value(rendered: str, max_length: int) -> str:
+    """``rendered`` cut to ``max_length`` characters, with the truncation notice."""
+    if max_length <= 0:
+        return ""
+    if len(rendered) <= max_length:
+        return rendered
+    available = max_length - len(TRUNCATION_PREFIX) - len(_SUFFIX)
+    if available < _MIN_CONTENT_LENGTH:
+        return TRUNCATION_PREFIX + _SUFFIX
+    return TRUNCATION_PREFIX + rendered[:available] + _SUFFIX
+
+
+def serialize_and_truncate(
+    value: object, max_length: int = DEFAULT_MAX_TEMPLATED_FIELD_LENGTH
+) -> JsonValue:
+    """The serialized field, or its truncated JSON text when that is over ``max_length``."""
+    serialized = serialize_template_field(value)
+    text = serialized if isinstance(serialized, str) else _json_text(serialized)
+    if len(text) > max_length:
+        return truncate_rendered_value(text, max_length)
+    return serialized
+
+
+def is_truncated(value: object) -> bool:
+    """Whether ``value`` is a truncated field (a str starting with the notice)."""
+    return isinstance(value, str) and value.startswith(TRUNCATION_PREFIX)

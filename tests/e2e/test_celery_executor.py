@@ -1,0 +1,120 @@
+"""The Celery executor end to end against the real Redis and RabbitMQ on 127.0.0.1:
+a ``taskexec celery-worker`` subprocess runs the tries; the executor enqueues them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from taskexec import trigger
+from taskexec.config import Settings
+from taskexec.executors import celery
+from taskexec.sdk.dag import load_dags
+
+from conftest import TEST_SECRET, LiveServer
+from helpers import only, report, rtif_rows
+
+ITEMS = 24
+
+DAG_FILE = f"""
+from taskexec.sdk import Dag, PythonTask, TaskFailedError
+
+
+def work(n, context):
+    if n == "3" and context["try_number"] == 1:
+        raise TaskFailedError("retry me")
+
+
+with Dag("celery_e2e") as dag:
+    PythonTask("work", python_callable=work, op_args=["{{{{ item }}}}"], retries=1).expand(
+        range({ITEMS})
+    )
+"""
+
+BROKERS = {
+    "redis": ("redis://127.0.0.1:6379/0", 6379),
+    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
+}
+
+
+def _reachable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@only("postgresql")
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_celery_executor(
+    live_server: LiveServer,
+    settings: Settings,
+    sync_engine: sa.Engine,
+    tmp_path: Path,
+    broker: str,
+) -> None:
+    url, port = BROKERS[broker]
+    if not _reachable(port):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{broker} is not reachable on 127.0.0.1:{port}")
+        pytest.skip(f"{broker} is not reachable on 127.0.0.1:{port}")
+    dags_folder = tmp_path / "dags"
+    dags_folder.mkdir()
+    (dags_folder / "celery_e2e.py").write_text(textwrap.dedent(DAG_FILE))
+    queue = f"taskexec-test-{uuid.uuid4().hex[:8]}"
+    worker_settings = settings.model_copy(
+        update={
+            "api_url": live_server.base_url,
+            "dags_folder": dags_folder,
+            "celery_broker_url": url,
+            "celery_queue": queue,
+        }
+    )
+    env = {
+        **os.environ,
+        "TASKEXEC_API_URL": live_server.base_url,
+        "TASKEXEC_DAGS_FOLDER": str(dags_folder),
+        "TASKEXEC_CELERY_BROKER_URL": url,
+        "TASKEXEC_CELERY_QUEUE": queue,
+        "TASKEXEC_JWT_SECRET": TEST_SECRET,
+        "TASKEXEC_DATA_DIR": str(tmp_path / "worker"),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "taskexec", "celery-worker", "--concurrency", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("w"),
+    )
+    try:
+        dag = load_dags(dags_folder)["celery_e2e"]
+        run_id, rows = asyncio.run(trigger.trigger_dag(worker_settings, dag))
+        assert len(rows) == ITEMS
+        result = celery.run_celery(worker_settings, "celery_e2e", run_id, timeout=180)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    report(
+        f"[celery/{broker}] {sum(result.counts.values())} task instances {dict(result.counts)}, "
+        f"RTIF writes {result.writes.sent}, non-2xx {result.writes.non_2xx}, "
+        f"{result.seconds:.1f}s"
+    )
+    assert dict(result.counts) == {"success": ITEMS}, (tmp_path / "worker.log").read_text()[-3000:]
+    assert result.writes.non_2xx == 0
+    assert result.writes.sent == ITEMS + 1  # item 3 wrote on both tries
+    stored = {r["map_index"]: r for r in rtif_rows(sync_engine)}
+    assert sorted(stored) == list(range(ITEMS))
+    assert stored[3]["try_number"] == 2
+    assert stored[5]["rendered_fields"] == {
+        "op_args": ["5"],
+        "op_kwargs": {},
+        "templates_dict": None,
+    }
