@@ -27,7 +27,7 @@ from taskexec.sdk import BashTask, Dag, PythonTask, TaskFailedError, mask_secret
 mask_secret("{SECRET}")
 
 
-def double(n, context):
+def double(n, note, context):
     print("item", n, "try", context["try_number"])
     return int(n) * 2
 
