@@ -88,12 +88,13 @@ def test_celery_executor(
         "TASKEXEC_JWT_SECRET": TEST_SECRET,
         "TASKEXEC_DATA_DIR": str(tmp_path / "worker"),
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "taskexec", "celery-worker", "--concurrency", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "worker.log").open("w"),
-    )
+    with (tmp_path / "worker.log").open("w") as worker_log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "taskexec", "celery-worker", "--concurrency", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=worker_log,
+        )
     try:
         dag = load_dags(dags_folder)["celery_e2e"]
         run_id, rows = asyncio.run(trigger.trigger_dag(worker_settings, dag))

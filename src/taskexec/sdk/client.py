@@ -124,6 +124,7 @@ class Client:
         httpx client, e.g. with an in-process ASGI client."""
         self.token = token
         self.retry = retry or RetryPolicy()
+        self._owns_http = http is None
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
         self._lock = threading.Lock()
         self.write_stats: list[WriteStat] = []
@@ -136,8 +137,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection pool (unless it was handed in)."""
+        if self._owns_http:
+            self._http.close()
 
     def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
         """Send one logical request, retrying as the policy says; raise on an error status.

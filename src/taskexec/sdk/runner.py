@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
+
 from taskexec.config import Settings
 from taskexec.sdk import rendering
 from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError, WriteStat
@@ -103,10 +105,17 @@ class _Heartbeat(threading.Thread):
 
 
 def run_task_instance(
-    ti_id: uuid.UUID, token: str, dags: Mapping[str, Dag], config: RunnerConfig
+    ti_id: uuid.UUID,
+    token: str,
+    dags: Mapping[str, Dag],
+    config: RunnerConfig,
+    *,
+    http: httpx.Client | None = None,
 ) -> RunResult:
-    """Run one try of a task instance end to end."""
-    with Client(config.api_url, token, timeout=config.timeout, retry=config.retry) as client:
+    """Run one try of a task instance end to end (``http``: e.g. an in-process client)."""
+    with Client(
+        config.api_url, token, timeout=config.timeout, retry=config.retry, http=http
+    ) as client:
         result = _run(client, ti_id, dags, config)
         result.write_stats = list(client.write_stats)
         return result
