@@ -246,6 +246,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
         )
     except running.UnknownDagError as exc:
         raise CommandError(str(exc)) from exc
+    print(f"triggered {args.dag_id} run {run_id}: {count} task instances", flush=True)
     try:
         with running.api_server(settings) as worker_settings:
             report = running.execute_run(

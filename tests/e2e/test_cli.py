@@ -160,3 +160,51 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     secret = tmp_path / "home" / "jwt_secret"
     assert secret.stat().st_mode & 0o777 == 0o600
     assert secret.read_text().strip() not in proc.stdout + proc.stderr
+
+
+SMALL_DAG = """
+from taskexec.sdk import BashTask, Dag, PythonTask, TaskFailedError
+
+
+def boom():
+    raise TaskFailedError("always fails")
+
+
+with Dag("small", params={"who": "world"}):
+    BashTask("hello", bash_command="echo hello {{ params.who }} {{ item }}").expand(["a", "b"])
+
+with Dag("broken"):
+    PythonTask("boom", python_callable=boom)
+"""
+
+
+@pytest.mark.sqlite
+def test_trigger_run_and_logs_commands(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "small.py").write_text(SMALL_DAG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKEXEC_")}
+    env.update(
+        TASKEXEC_DATA_DIR=str(tmp_path / "home"),
+        TASKEXEC_DAGS_FOLDER=str(dags),
+        TASKEXEC_API_URL=f"http://127.0.0.1:{free_port()}",  # nothing there: run starts one
+        COLUMNS="120",
+    )
+    triggered = _taskexec("trigger", "small", "--conf", '{"who": "conf"}', env=env)
+    assert triggered.returncode == 0, triggered.stderr
+    assert json.loads(triggered.stdout)["task_instances"] == 2
+
+    ran = _taskexec("run", "small", "--workers", "2", "--conf", '{"who": "there"}', env=env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r"success\s+│\s+2\b", ran.stdout), ran.stdout
+    run_id = re.search(r"run (manual__\S+): 2 task instances", ran.stdout)
+    assert run_id is not None
+    logs = _taskexec("logs", "small", run_id.group(1), "hello", "--map-index", "1", env=env)
+    assert logs.returncode == 0, logs.stderr
+    assert "hello there b" in logs.stdout
+
+    failed = _taskexec("run", "broken", "--workers", "1", env=env)
+    assert failed.returncode == 1
+    assert "1 task instance(s) failed" in failed.stderr
+    unknown = _taskexec("run", "nope", env=env)
+    assert unknown.returncode == 1 and "no dag 'nope'" in unknown.stderr

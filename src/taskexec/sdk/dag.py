@@ -24,6 +24,9 @@ RENDERERS = frozenset({"bash", "sql", "json", "yaml", "py", "text"})
 _current_dag: contextvars.ContextVar[Dag | None] = contextvars.ContextVar(
     "current_dag", default=None
 )
+# Every Dag created while a dag file is being imported, so that `with Dag(...):`
+# without `as name` is found too.
+_created: list[Dag] = []
 
 
 class TaskFailedError(Exception):
@@ -38,6 +41,7 @@ class Dag:
         self.params: dict[str, Any] = dict(params or {})
         self.tasks: dict[str, BaseTask] = {}
         self._token: contextvars.Token[Dag | None] | None = None
+        _created.append(self)
 
     def __enter__(self) -> Dag:
         self._token = _current_dag.set(self)
@@ -200,13 +204,15 @@ def load_dags(folder: Path) -> dict[str, Dag]:
             continue
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
+        _created.clear()
         try:
             spec.loader.exec_module(module)
         except Exception:
             log.exception("could not load dag file %s", path)
             sys.modules.pop(name, None)
             continue
-        for value in vars(module).values():
-            if isinstance(value, Dag):
-                dags[value.dag_id] = value
+        finally:
+            found, _created[:] = list(_created), []
+        for dag in found:
+            dags[dag.dag_id] = dag
     return dags
