@@ -215,13 +215,13 @@ def _parse_date(raw: str | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def cmd_trigger(args: argparse.Namespace, settings: Settings) -> None:
-    """Create a dag run and queue all its task instances."""
+def _trigger(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    """Trigger ``args.dag_id`` with ``--conf``/``--logical-date``: (run id, task instances)."""
     from taskexec import running
 
     ensure_schema(settings)
     try:
-        run_id, count = running.trigger_run(
+        return running.trigger_run(
             settings,
             args.dag_id,
             conf=_parse_conf(args.conf),
@@ -229,6 +229,11 @@ def cmd_trigger(args: argparse.Namespace, settings: Settings) -> None:
         )
     except running.UnknownDagError as exc:
         raise CommandError(str(exc)) from exc
+
+
+def cmd_trigger(args: argparse.Namespace, settings: Settings) -> None:
+    """Create a dag run and queue all its task instances."""
+    run_id, count = _trigger(args, settings)
     print(json.dumps({"dag_id": args.dag_id, "run_id": run_id, "task_instances": count}))
 
 
@@ -236,16 +241,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
     """Trigger a dag and execute it with an executor; exit 1 if anything failed for good."""
     from taskexec import running
 
-    ensure_schema(settings)
-    try:
-        run_id, count = running.trigger_run(
-            settings,
-            args.dag_id,
-            conf=_parse_conf(args.conf),
-            logical_date=_parse_date(args.logical_date),
-        )
-    except running.UnknownDagError as exc:
-        raise CommandError(str(exc)) from exc
+    run_id, count = _trigger(args, settings)
     print(f"triggered {args.dag_id} run {run_id}: {count} task instances", flush=True)
     try:
         with running.api_server(settings) as worker_settings:
