@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from taskexec.api.background import background_server
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import migrate
+from taskexec.race import databases
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ("sqlite", "postgresql", "mariadb")
@@ -47,14 +47,8 @@ def _admin_url(backend: str) -> str:
     return url
 
 
-def _admin_engine(url: str) -> sa.Engine:
-    return sa.create_engine(
-        db_engine.sync_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
-    )
-
-
 def _check_reachable(url: str) -> None:
-    engine = _admin_engine(url)
+    engine = databases.admin_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -70,7 +64,7 @@ def pg_template() -> Iterator[str]:
     admin = _admin_url("postgresql")
     _check_reachable(admin)
     name = f"taskexec_tpl_{os.getpid()}"
-    engine = _admin_engine(admin)
+    engine = databases.admin_engine(admin)
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -86,36 +80,18 @@ def pg_template() -> Iterator[str]:
 
 def _fresh_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'taskexec.db'}"
-        engine = db_engine.make_sync_engine(url, Settings())
-        migrate.upgrade(engine)
-        engine.dispose()
-        yield url
+        with databases.fresh_database("sqlite", "sqlite://", workdir=tmp_path) as url:
+            yield url
         return
     admin = _admin_url(backend)
-    name = f"taskexec_t_{uuid.uuid4().hex[:12]}"
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    template = None
     if backend == "postgresql":
         template = request.getfixturevalue("pg_template")
-        engine = _admin_engine(admin)
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    else:
+        _check_reachable(admin)
+    name = "mysql" if backend == "mariadb" else backend
+    with databases.fresh_database(name, admin, template=template) as url:
         yield url
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-        return
-    _check_reachable(admin)
-    engine = _admin_engine(admin)
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    migrated = db_engine.make_sync_engine(url, Settings())
-    migrate.upgrade(migrated)
-    migrated.dispose()
-    yield url
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    engine.dispose()
 
 
 @pytest.fixture(params=[pytest.param(b, marks=getattr(pytest.mark, b)) for b in BACKENDS])

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from taskexec import cli, schemas
 from taskexec.config import Settings
 from taskexec.db import models
+from taskexec.race import harness
 
 
 def seed(
@@ -68,61 +69,13 @@ def report(line: str) -> None:
     FIGURES.append(line)
 
 
-RaceResults = list[list[tuple[int, int, str]]]
-
-
-def race_first_writes(
-    base_url: str, tis: list[schemas.CreatedTaskInstance], writers: int
-) -> tuple[RaceResults, float]:
-    """For each task instance in turn, release ``writers`` threads at a barrier, each
-    PUTting a different value as the first write. Returns (writer, status, value) per
-    round, and the elapsed seconds."""
-    import threading
-    import time
-
-    import httpx
-
-    barrier = threading.Barrier(writers)
-    results: RaceResults = [[] for _ in tis]
-    lock = threading.Lock()
-    failures: list[BaseException] = []
-
-    def writer(w: int) -> None:
-        try:
-            with httpx.Client(base_url=base_url, timeout=60.0) as client:
-                client.get("/health")  # open the keep-alive connection before the race
-                for r, ti in enumerate(tis):
-                    barrier.wait(timeout=60)
-                    value = f"writer-{w}-round-{r}"
-                    resp = client.put(
-                        f"/execution/task-instances/{ti.id}/rtif",
-                        json={"bash_command": value, "writer": w},
-                        headers=auth(ti.token),
-                    )
-                    with lock:
-                        results[r].append((w, resp.status_code, value))
-        except BaseException as exc:
-            failures.append(exc)
-            barrier.abort()
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    elapsed = time.perf_counter() - started
-    if failures:
-        raise failures[0]
-    return results, elapsed
-
-
 def check_race(
     base_url: str, run: schemas.CreatedDagRun, engine: sa.Engine, label: str, writers: int
 ) -> None:
     """Race ``writers`` first writes per task instance of ``run``; assert the invariants."""
-    results, elapsed = race_first_writes(base_url, run.task_instances, writers)
-    statuses = Counter(code for rnd in results for _, code, _ in rnd)
+    targets = [harness.Target(str(t.id), t.token) for t in run.task_instances]
+    results, elapsed = harness.race(base_url, targets, writers)
+    statuses = Counter(r.status for rnd in results for r in rnd)
     total = sum(statuses.values())
     report(
         f"[{label}] race: {len(results)} rounds x {writers} writers = {total} requests, "
@@ -135,7 +88,7 @@ def check_race(
     assert len(rows) == len(run.task_instances)
     for r, ti in enumerate(run.task_instances):
         stored = rows[ti.task_id]["rendered_fields"]
-        accepted = {value for _, code, value in results[r] if 200 <= code < 300}
+        accepted = {req.value for req in results[r] if req.ok}
         assert stored["bash_command"] in accepted
         # The row is one writer's whole value, never a mix of two.
         assert stored["bash_command"].startswith(f"writer-{stored['writer']}-")

@@ -288,6 +288,20 @@ def cmd_celery_worker(args: argparse.Namespace, settings: Settings) -> None:
     celery.start_worker(settings, concurrency=args.concurrency)
 
 
+def _csv(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def cmd_race(args: argparse.Namespace, settings: Settings) -> None:
+    """Race first writes per strategy, writers and database; write table, JSON, MD, PNG."""
+    from taskexec.race import main as race_main
+
+    try:
+        race_main.race_command(args)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     """Run the bundled example dag on the embedded database, end to end."""
     from taskexec import demo
@@ -358,6 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("celery-worker", help="run a Celery worker")
     worker.add_argument("--concurrency", type=int, default=None)
     worker.set_defaults(func=cmd_celery_worker)
+
+    race = sub.add_parser("race", help="reproduce the RTIF race and show it gone")
+    race.add_argument("--strategies", type=_csv, default=["merge", "merge-retry", "upsert"])
+    race.add_argument("--writers", type=_csv, default=["1", "8", "32", "64"])
+    race.add_argument("--rounds", type=int, default=20)
+    race.add_argument("--db", type=_csv, default=["sqlite", "postgresql", "mysql"])
+    race.add_argument("--variants", type=_csv, default=["first-write", "retry"])
+    race.add_argument("--postgres-url", default=None, help="admin URL (default: env)")
+    race.add_argument("--mysql-url", default=None, help="admin URL (default: env)")
+    race.add_argument("--against", default=None, help="race this server instead")
+    race.add_argument("--targets", default=None, help="file of 'ti_id token' lines")
+    race.add_argument("--out", default="artifacts/race", help="folder for JSON, MD, PNG")
+    race.add_argument("--max-seconds", type=float, default=1800, help="stop starting cases after")
+    race.set_defaults(func=cmd_race)
 
     demo = sub.add_parser("demo", help="run the example dag on the embedded database")
     demo.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")

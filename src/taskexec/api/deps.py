@@ -7,7 +7,8 @@ its threadpool, a thread hop per request that the hot path cannot afford.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +18,7 @@ from taskexec.api import middleware
 from taskexec.config import Settings
 from taskexec.db.engine import Database
 from taskexec.security import TokenSigner
+from taskexec.services import rendered_fields
 
 
 async def get_db(request: Request) -> Database:
@@ -37,7 +39,24 @@ async def get_masker(request: Request) -> masking.SecretsMasker:
     return masker
 
 
+# How PUT /rtif stores fields, given the transaction owner. Production always uses
+# ``store_rendered_fields``; ``taskexec race`` overrides this dependency to compare the
+# old read-then-write strategies against it on an otherwise identical server.
+RtifWriter = Callable[[Database, uuid.UUID, dict[str, Any]], Awaitable[None]]
+
+
+async def store_rendered_fields(db: Database, ti_id: uuid.UUID, fields: dict[str, Any]) -> None:
+    """The production write: one upsert statement in one transaction."""
+    await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
+
+
+async def get_rtif_writer() -> RtifWriter:
+    """The rendered-fields write strategy (always the upsert outside ``taskexec race``)."""
+    return store_rendered_fields
+
+
 DbDep = Annotated[Database, Depends(get_db)]
+RtifWriterDep = Annotated[RtifWriter, Depends(get_rtif_writer)]
 MaskerDep = Annotated[masking.SecretsMasker, Depends(get_masker)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Body, Request, Response, status
 
 from taskexec import errors, schemas
-from taskexec.api.deps import DbDep, MaskerDep, TaskInstanceIdDep
+from taskexec.api.deps import DbDep, MaskerDep, RtifWriterDep, TaskInstanceIdDep
 from taskexec.services import rendered_fields, task_instances
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -79,13 +79,17 @@ async def _json_object_body(request: Request) -> dict[str, Any]:
     },
 )
 async def put_rtif(
-    request: Request, ti_id: TaskInstanceIdDep, db: DbDep, masker: MaskerDep
+    request: Request,
+    ti_id: TaskInstanceIdDep,
+    db: DbDep,
+    masker: MaskerDep,
+    write: RtifWriterDep,
 ) -> dict[str, str]:
     """Store the rendered template fields of a task instance (one upsert; repeat-safe)."""
     # Masked again here, so a worker that forgot to mask cannot leak a secret into
     # the database.
     fields = masker.redact_fields(await _json_object_body(request))
-    await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
+    await write(db, ti_id, fields)
     return {"message": RTIF_SET_MESSAGE}
 
 

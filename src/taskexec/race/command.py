@@ -1,0 +1,249 @@
+"""``taskexec race``: is this server affected by the RTIF race, and how does the fix compare?
+
+Per case (database, strategy, writers, variant) it starts the production app
+in-process on a fresh database, with the write strategy injected through the app's
+dependency override, creates one fresh task instance per round, and races W writers
+on it. After each round it reads the database: exactly one row, holding the value of a
+writer that got a 2xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from taskexec import cli
+from taskexec.api import deps
+from taskexec.api.app import create_app
+from taskexec.api.background import background_server
+from taskexec.config import Settings
+from taskexec.db import engine as db_engine
+from taskexec.db import models
+from taskexec.race import databases, harness, strategies
+
+VARIANTS = ("first-write", "retry")
+
+
+@dataclasses.dataclass
+class CaseResult:
+    """The figures of one case."""
+
+    database: str
+    strategy: str
+    writers: int
+    variant: str
+    rounds: int
+    requests: int
+    non_2xx: int
+    statuses: dict[str, int]
+    reasons: dict[str, int]
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    # Rounds after which the database did not hold exactly one row with a 2xx value
+    # (None: not checked, as with --against).
+    bad_rounds: int | None
+    get_mismatches: int | None = None
+
+    @property
+    def non_2xx_pct(self) -> float:
+        """Non-2xx answers as a percentage of requests."""
+        return 100.0 * self.non_2xx / self.requests if self.requests else 0.0
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summarize(
+    database: str,
+    strategy: str,
+    writers: int,
+    variant: str,
+    rounds: list[list[harness.Request]],
+    elapsed: float,
+    bad_rounds: int | None,
+) -> CaseResult:
+    """Turn the raw requests of a case into its figures."""
+    flat = [r for rnd in rounds for r in rnd]
+    latencies = [r.seconds * 1000 for r in flat]
+    return CaseResult(
+        database=database,
+        strategy=strategy,
+        writers=writers,
+        variant=variant,
+        rounds=len(rounds),
+        requests=len(flat),
+        non_2xx=sum(not r.ok for r in flat),
+        statuses={str(k): v for k, v in sorted(Counter(r.status for r in flat).items())},
+        reasons=dict(Counter(r.reason for r in flat if not r.ok)),
+        req_per_s=len(flat) / elapsed if elapsed else 0.0,
+        p50_ms=statistics.median(latencies) if latencies else 0.0,
+        p99_ms=_percentile(latencies, 99),
+        max_ms=max(latencies, default=0.0),
+        bad_rounds=bad_rounds,
+    )
+
+
+def count_bad_rounds(
+    engine: sa.Engine, task_ids: Sequence[str], rounds: list[list[harness.Request]]
+) -> int:
+    """Rounds whose task instance does not end with exactly one row whose value one of
+    the round's 2xx writers sent (or, if none got a 2xx, with no row)."""
+    rtif = models.rendered_task_instance_fields
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(rtif.c.task_id, rtif.c.rendered_fields)).all()
+    by_task: dict[str, list[Any]] = {}
+    for task_id, fields in rows:
+        by_task.setdefault(task_id, []).append(fields)
+    bad = 0
+    for task_id, requests in zip(task_ids, rounds, strict=True):
+        accepted = {r.value for r in requests if r.ok}
+        stored = by_task.get(task_id, [])
+        if not accepted:
+            bad += bool(stored)
+        elif len(stored) != 1 or stored[0].get("bash_command") not in accepted:
+            bad += 1
+    return bad
+
+
+def run_case(
+    backend: str,
+    admin_url: str,
+    strategy: str,
+    writers: int,
+    rounds: int,
+    variant: str,
+    *,
+    on_round: Callable[[int], None] | None = None,
+) -> CaseResult:
+    """Race one case on a fresh database and an in-process server."""
+    with (
+        tempfile.TemporaryDirectory(prefix="taskexec-race-") as tmp,
+        databases.fresh_database(backend, admin_url, workdir=Path(tmp)) as url,
+    ):
+        settings = Settings(
+            database_url=url,
+            data_dir=Path(tmp),
+            jwt_secret=SecretStr(secrets.token_urlsafe(48)),
+            db_pool_size=max(10, min(writers, 64)),
+        )
+        created = asyncio.run(cli.create_run(settings, dag_id="race", tasks=rounds, map_count=None))
+        targets = [harness.Target(str(t.id), t.token) for t in created.task_instances]
+        app = create_app(settings)
+        writer = strategies.STRATEGIES[strategy]
+        app.dependency_overrides[deps.get_rtif_writer] = lambda: writer
+        width = 2 if variant == "retry" else writers
+        with background_server(app) as base_url:
+            results, elapsed = harness.race(
+                base_url, targets, width, duplicate=variant == "retry", on_round=on_round
+            )
+        engine = db_engine.make_sync_engine(url, settings)
+        try:
+            task_ids = [t.task_id for t in created.task_instances]
+            bad = count_bad_rounds(engine, task_ids, results)
+        finally:
+            engine.dispose()
+    return summarize(backend, strategy, width, variant, results, elapsed, bad)
+
+
+def read_targets(path: Path) -> list[harness.Target]:
+    """``id token`` pairs, one a line (blank lines and ``#`` comments ignored)."""
+    targets = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"expected 'task_instance_id token', got: {line[:80]}")
+        targets.append(harness.Target(parts[0], parts[1]))
+    return targets
+
+
+def run_against(
+    base_url: str,
+    targets: Sequence[harness.Target],
+    writers: int,
+    variant: str,
+    *,
+    on_round: Callable[[int], None] | None = None,
+) -> CaseResult:
+    """Race a remote server. Without database access, check what the API shows: the
+    statuses, and that a GET after the race returns a value some 2xx writer sent."""
+    width = 2 if variant == "retry" else writers
+    results, elapsed = harness.race(
+        base_url, targets, width, duplicate=variant == "retry", on_round=on_round
+    )
+    mismatches = 0
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for target, requests in zip(targets, results, strict=True):
+            accepted = {r.value for r in requests if r.ok}
+            resp = client.get(
+                f"/execution/task-instances/{target.id}/rtif",
+                headers={"Authorization": f"Bearer {target.token}"},
+            )
+            if not accepted:
+                continue
+            value = (
+                resp.json().get("rendered_fields", {}).get("bash_command")
+                if resp.is_success
+                else None
+            )
+            mismatches += value not in accepted
+    result = summarize(base_url, "server", width, variant, results, elapsed, None)
+    result.get_mismatches = mismatches
+    return result
+
+
+def environment(urls: dict[str, str]) -> dict[str, Any]:
+    """Versions and machine facts to keep beside the figures."""
+    import importlib.metadata
+    import os
+    import platform
+
+    packages = {}
+    for name in (
+        "taskexec",
+        "fastapi",
+        "uvicorn",
+        "sqlalchemy",
+        "psycopg",
+        "aiomysql",
+        "aiosqlite",
+        "httpx",
+    ):
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = "-"
+    servers = {}
+    for backend, url in urls.items():
+        try:
+            servers[backend] = databases.server_version(url)
+        except Exception as exc:
+            servers[backend] = f"unknown ({type(exc).__name__})"
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": packages,
+        "databases": servers,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
