@@ -302,6 +302,13 @@ def cmd_race(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(str(exc)) from exc
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
+    """Measure sustained RTIF writes, the raw ceiling, cost growth and server memory."""
+    from taskexec.race import main as race_main
+
+    race_main.bench_command(args)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     """Run the bundled example dag on the embedded database, end to end."""
     from taskexec import demo
@@ -386,6 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     race.add_argument("--out", default="artifacts/race", help="folder for JSON, MD, PNG")
     race.add_argument("--max-seconds", type=float, default=1800, help="stop starting cases after")
     race.set_defaults(func=cmd_race)
+
+    bench = sub.add_parser("bench", help="measure RTIF write throughput and latency")
+    bench.add_argument("--db", type=_csv, default=["sqlite", "postgresql", "mysql"])
+    bench.add_argument("--clients", type=_csv, default=["1", "8", "32", "64"])
+    bench.add_argument("--modes", type=_csv, default=["distinct", "hot"])
+    bench.add_argument("--payloads", type=_csv, default=["1KiB", "64KiB"])
+    bench.add_argument("--seconds", type=float, default=5.0, help="per configuration")
+    bench.add_argument("--growth", type=_csv, default=["1000", "100000", "1000000"])
+    bench.add_argument("--server-workers", type=int, default=2)
+    bench.add_argument("--targets", type=int, default=2000, help="task instances to write to")
+    bench.add_argument("--postgres-url", default=None, help="admin URL (default: env)")
+    bench.add_argument("--mysql-url", default=None, help="admin URL (default: env)")
+    bench.add_argument("--out", default="artifacts/bench")
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run the example dag on the embedded database")
     demo.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")

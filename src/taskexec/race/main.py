@@ -106,6 +106,45 @@ def race_command(args: argparse.Namespace) -> list[command.CaseResult]:
         console.print(f"[yellow]skipped[/] {line}")
     report.write_json(out / "race.json", cases, env, skipped=skipped)
     (out / "race.md").write_text(report.markdown(cases, env))
-    report.write_png(out / "race.png", cases)
+    try:
+        report.write_png(out / "race.png", cases)
+    except ImportError:
+        console.print("[yellow]no PNG: matplotlib is missing (pip install 'taskexec[bench]')[/]")
     console.print(f"wrote {out / 'race.json'}, {out / 'race.md'}, {out / 'race.png'}")
     return cases
+
+
+def bench_command(args: argparse.Namespace) -> dict[str, object]:
+    """Run ``taskexec bench`` and write its outputs."""
+    from taskexec.race import bench, bench_report
+
+    console = Console() if Console().is_terminal else Console(width=160)
+    dbs = ["mysql" if d in ("mariadb", "mysql") else d for d in args.db]
+    config = bench.BenchConfig(
+        databases=dbs,
+        clients=[int(c) for c in args.clients],
+        modes=args.modes,
+        payloads=args.payloads,
+        seconds=args.seconds,
+        growth=[int(g) for g in args.growth],
+        server_workers=args.server_workers,
+        targets=args.targets,
+        admin_urls={"postgresql": args.postgres_url, "mysql": args.mysql_url},
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with console.status("benchmarking") as status:
+        result = bench.run_bench(config, on_step=lambda s: status.update(f"benchmarking: {s}"))
+    env = command.environment(result["urls"])
+    for table in bench_report.rich_tables(result):
+        console.print(table)
+    for line in result["skipped"]:
+        console.print(f"[yellow]skipped[/] {line}")
+    bench_report.write_json(out / "bench.json", result, env)
+    (out / "bench.md").write_text(bench_report.markdown(result, env))
+    try:
+        bench_report.write_png(out / "bench.png", result["rows"])
+    except ImportError:
+        console.print("[yellow]no PNG: matplotlib is missing (pip install 'taskexec[bench]')[/]")
+    console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    return result

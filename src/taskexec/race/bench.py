@@ -1,0 +1,366 @@
+"""``taskexec bench``: sustained rendered-fields writes against ``taskexec serve``, the
+raw ceiling of the same upsert without HTTP, cost growth with table size, server memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from taskexec import cli
+from taskexec.config import Settings
+from taskexec.db import engine as db_engine
+from taskexec.db import models, types
+from taskexec.race import databases, loadgen
+from taskexec.security import TokenSigner
+from taskexec.services import rendered_fields
+
+PAYLOADS = {"1KiB": 1024, "64KiB": 64 * 1024}
+MODES = ("distinct", "hot")
+
+
+@dataclasses.dataclass
+class Row:
+    """One measured configuration."""
+
+    database: str
+    kind: str  # api | raw | growth
+    mode: str
+    payload: str
+    clients: int
+    requests: int
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    non_2xx: int
+    loadgen_cpu: float  # cores used by the load generator (api) or worker threads (raw)
+    table_rows: int | None = None
+
+
+def payload_body(size: int) -> bytes:
+    """A JSON object of ``size`` bytes, shaped like rendered fields."""
+    fields = {"bash_command": "echo ", "env": {"A": "1"}}
+    overhead = len(json.dumps(fields))
+    fields["bash_command"] = "echo " + "x" * max(0, size - overhead)
+    return json.dumps(fields).encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """VmHWM of ``pid`` plus its children (uvicorn's worker processes)."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+@contextmanager
+def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``taskexec serve`` as a subprocess on a free port; yields (port, process)."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "TASKEXEC_DATABASE_URL": settings.effective_database_url,
+        "TASKEXEC_DATA_DIR": str(settings.data_dir),
+        "TASKEXEC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "TASKEXEC_DB_POOL_SIZE": str(settings.db_pool_size),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taskexec",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.1)
+        yield port, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _api_row(
+    database: str, mode: str, payload: str, clients: int, result: loadgen.LoadResult, **kw: Any
+) -> Row:
+    return Row(
+        database=database,
+        kind=kw.pop("kind", "api"),
+        mode=mode,
+        payload=payload,
+        clients=clients,
+        requests=result.requests,
+        req_per_s=result.req_per_s,
+        p50_ms=result.percentile_ms(50),
+        p99_ms=result.percentile_ms(99),
+        max_ms=1000 * max(result.latencies, default=0.0),
+        non_2xx=result.non_2xx,
+        loadgen_cpu=result.cpu_share,
+        **kw,
+    )
+
+
+def measure_api(
+    port: int,
+    targets: Sequence[tuple[uuid.UUID, str]],
+    mode: str,
+    body: bytes,
+    clients: int,
+    seconds: float,
+) -> loadgen.LoadResult:
+    """Sustained PUTs from ``clients`` keep-alive connections."""
+    host = f"127.0.0.1:{port}"
+    reqs = [
+        loadgen.build_put(host, f"/execution/task-instances/{ti}/rtif", token, body)
+        for ti, token in (targets if mode == "distinct" else targets[:1])
+    ]
+    per_connection = (
+        [reqs[c::clients] or reqs for c in range(clients)]
+        if mode == "distinct"
+        else [reqs] * clients
+    )
+    return loadgen.run_load("127.0.0.1", port, per_connection, seconds)
+
+
+def measure_raw(
+    settings: Settings, ti_ids: Sequence[uuid.UUID], body: bytes, clients: int, seconds: float
+) -> loadgen.LoadResult:
+    """The same upsert statement, through the driver, from ``clients`` threads: no HTTP,
+    no app. The ceiling the API is measured against."""
+    fields = json.loads(body)
+    # A sync engine without a pool: each thread holds one connection for the run.
+    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
+    stmt = rendered_fields.upsert_statement(engine.dialect.name)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+    cpu0 = time.process_time()
+
+    def worker(c: int) -> None:
+        mine = list(ti_ids[c::clients]) or list(ti_ids)
+        local: list[float] = []
+        with engine.connect() as conn:
+            i = 0
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                with conn.begin():
+                    conn.execute(
+                        stmt,
+                        {
+                            "ti_id": mine[i % len(mine)],
+                            "rendered_fields": fields,
+                            "updated_at": types.utcnow(),
+                        },
+                    )
+                local.append(time.perf_counter() - started)
+                i += 1
+        with lock:
+            latencies.extend(local)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return loadgen.LoadResult(
+        len(latencies),
+        elapsed,
+        Counter({201: len(latencies)}),
+        latencies,
+        time.process_time() - cpu0,
+    )
+
+
+def fill_rtif(settings: Settings, total: int, run_id: str) -> int:
+    """Bulk-fill task_instance and rendered_task_instance_fields up to ``total`` rows
+    (in the bench dag run, task ids ``fill_N``); returns the row count after."""
+    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
+    ti = models.task_instance
+    rtif = models.rendered_task_instance_fields
+    try:
+        with engine.connect() as conn:
+            have = conn.execute(sa.select(sa.func.count()).select_from(rtif)).scalar_one()
+        batch = 20_000
+        now = types.utcnow()
+        fields = {"bash_command": "echo filler", "env": {"A": "1"}}
+        n = have
+        while n < total:
+            count = min(batch, total - n)
+            tis = [
+                {
+                    "id": types.uuid7(),
+                    "dag_id": "bench",
+                    "task_id": f"fill_{n + i}",
+                    "run_id": run_id,
+                    "map_index": -1,
+                    "try_number": 1,
+                    "max_tries": 0,
+                    "state": "success",
+                }
+                for i in range(count)
+            ]
+            rows = [
+                {
+                    "dag_id": "bench",
+                    "task_id": t["task_id"],
+                    "run_id": run_id,
+                    "map_index": -1,
+                    "rendered_fields": fields,
+                    "try_number": 1,
+                    "updated_at": now,
+                }
+                for t in tis
+            ]
+            with engine.begin() as conn:
+                conn.execute(sa.insert(ti), tis)
+                conn.execute(sa.insert(rtif), rows)
+            n += count
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(rtif)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """What to measure."""
+
+    databases: Sequence[str] = ("sqlite", "postgresql", "mysql")
+    clients: Sequence[int] = (1, 8, 32, 64)
+    modes: Sequence[str] = MODES
+    payloads: Sequence[str] = ("1KiB", "64KiB")
+    seconds: float = 5.0
+    growth: Sequence[int] = (1_000, 100_000, 1_000_000)
+    growth_clients: int = 8
+    server_workers: int = 2
+    targets: int = 2000
+    admin_urls: dict[str, str | None] = dataclasses.field(default_factory=dict)
+
+
+def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure everything ``config`` names; returns rows, memory and skipped backends."""
+    step = on_step or (lambda _s: None)
+    rows: list[Row] = []
+    memory: dict[str, int] = {}
+    skipped: list[str] = []
+    urls: dict[str, str] = {}
+    for backend in config.databases:
+        admin = databases.admin_url(backend, config.admin_urls.get(backend))
+        if admin is None:
+            skipped.append(f"{backend}: no URL")
+            continue
+        urls[backend] = admin
+        with (
+            tempfile.TemporaryDirectory(prefix="taskexec-bench-") as tmp,
+            databases.fresh_database(backend, admin, workdir=Path(tmp)) as url,
+        ):
+            settings = Settings(
+                database_url=url,
+                data_dir=Path(tmp),
+                jwt_secret=SecretStr(secrets.token_urlsafe(48)),
+                db_pool_size=max(config.clients) + 4,
+            )
+            created = asyncio.run(
+                cli.create_run(settings, dag_id="bench", tasks=config.targets, map_count=None)
+            )
+            signer = TokenSigner(settings)
+            targets = [(t.id, signer.mint(t.id, lifetime=4 * 3600)) for t in created.task_instances]
+            ti_ids = [t.id for t in created.task_instances]
+            with serve(settings, config.server_workers) as (port, proc):
+                measure_api(port, targets, "distinct", payload_body(1024), 8, 1.0)  # warm-up
+                for payload in config.payloads:
+                    body = payload_body(PAYLOADS[payload])
+                    for mode in config.modes:
+                        for clients in config.clients:
+                            step(f"{backend} api {mode} {payload} {clients} clients")
+                            result = measure_api(port, targets, mode, body, clients, config.seconds)
+                            rows.append(_api_row(backend, mode, payload, clients, result))
+                for clients in config.clients:
+                    step(f"{backend} raw distinct 1KiB {clients} clients")
+                    result = measure_raw(
+                        settings, ti_ids, payload_body(1024), clients, config.seconds
+                    )
+                    rows.append(_api_row(backend, "distinct", "1KiB", clients, result, kind="raw"))
+                for size in config.growth:
+                    step(f"{backend} growth to {size} rows")
+                    have = fill_rtif(settings, size, created.run_id)
+                    result = measure_api(
+                        port,
+                        targets,
+                        "distinct",
+                        payload_body(1024),
+                        config.growth_clients,
+                        config.seconds,
+                    )
+                    rows.append(
+                        _api_row(
+                            backend,
+                            "distinct",
+                            "1KiB",
+                            config.growth_clients,
+                            result,
+                            kind="growth",
+                            table_rows=have,
+                        )
+                    )
+                memory[backend] = _peak_rss_kib(proc.pid)
+    return {"rows": rows, "memory_kib": memory, "skipped": skipped, "urls": urls}
