@@ -6,7 +6,12 @@ DEMO_VENV ?= .venv-demo
 TEST_VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint clean
+# Admin URLs for the throwaway databases of `make bench` (override as needed).
+TASKEXEC_RACE_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+TASKEXEC_RACE_MYSQL_URL ?= mysql+pymysql://root@127.0.0.1:3306/test
+export TASKEXEC_RACE_POSTGRES_URL TASKEXEC_RACE_MYSQL_URL
+
+.PHONY: demo test lint bench clean
 
 $(DEMO_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)
@@ -30,6 +35,11 @@ lint: $(TEST_VENV)/.installed
 
 test: lint
 	$(TEST_VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Reproduces docs/benchmarks.md: the full race and bench on this machine (~20 min).
+bench: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/taskexec race --out docs/race
+	$(TEST_VENV)/bin/taskexec bench --out docs/bench
 
 clean:
 	rm -rf $(DEMO_VENV) $(TEST_VENV) .pytest_cache .mypy_cache .ruff_cache

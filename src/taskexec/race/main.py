@@ -134,7 +134,13 @@ def bench_command(args: argparse.Namespace) -> dict[str, object]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with console.status("benchmarking") as status:
-        result = bench.run_bench(config, on_step=lambda s: status.update(f"benchmarking: {s}"))
+
+        def step(what: str) -> None:
+            status.update(f"benchmarking: {what}")
+            if not console.is_terminal:
+                console.print(f"benchmarking: {what}")
+
+        result = bench.run_bench(config, on_step=step)
     env = command.environment(result["urls"])
     for table in bench_report.rich_tables(result):
         console.print(table)

@@ -1,0 +1,61 @@
+"""``taskexec bench`` in a tiny configuration: well-formed JSON, Markdown and PNG.
+No timing assertions: a benchmark prints figures, it does not judge them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from taskexec import cli
+from taskexec.race import bench
+
+
+def test_payload_sizes() -> None:
+    for size in (1024, 64 * 1024):
+        body = bench.payload_body(size)
+        assert len(body) == size
+        assert set(json.loads(body)) == {"bash_command", "env"}
+
+
+@pytest.mark.sqlite
+def test_bench_tiny_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    code = cli.main(
+        [
+            "bench",
+            "--db",
+            "sqlite",
+            "--clients",
+            "1,2",
+            "--modes",
+            "distinct,hot",
+            "--payloads",
+            "1KiB",
+            "--seconds",
+            "0.3",
+            "--growth",
+            "100,300",
+            "--targets",
+            "40",
+            "--server-workers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    body = json.loads((out / "bench.json").read_text())
+    rows = body["rows"]
+    kinds = {(r["kind"], r["mode"], r["clients"]) for r in rows}
+    assert {("api", "distinct", 1), ("api", "hot", 2), ("raw", "distinct", 2)} <= kinds
+    growth = sorted(r["table_rows"] for r in rows if r["kind"] == "growth")
+    assert growth == [100, 300]
+    assert all(r["requests"] > 0 and r["non_2xx"] == 0 for r in rows)
+    assert all(r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
+    assert {x["clients"] for x in body["ratios"]} == {1, 2}
+    assert body["memory_kib"]["sqlite"] > 10_000
+    assert body["environment"]["databases"]["sqlite"].startswith("SQLite")
+    assert "## API ÷ raw" in (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
