@@ -56,6 +56,9 @@ class TokenSigner:
         self.leeway = settings.jwt_leeway_seconds
         # Airflow's rule: refresh once at most 20% of the lifetime (and ≥ 30 s) is left.
         self.refresh_window = max(self.lifetime * 0.2, min(30, self.lifetime / 2))
+        # token → verified claims, oldest first (bounded; see ``decode``).
+        self._verified: dict[str, dict[str, Any]] = {}
+        self._cache_size = 10_000
 
     def mint(self, ti_id: uuid.UUID, *, lifetime: int | None = None) -> str:
         """A token whose subject is ``ti_id``."""
@@ -72,7 +75,26 @@ class TokenSigner:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def decode(self, token: str) -> dict[str, Any]:
-        """The validated claims; raises a 401-class error for any invalid token."""
+        """The validated claims; raises a 401-class error for any invalid token.
+
+        A worker sends the same token with each of its requests, so a token whose
+        signature was verified is remembered (by its exact bytes) and only its time
+        claims are checked again: the HMAC and JSON work are done once per token.
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            now = time.time()
+            if float(cached["exp"]) + self.leeway < now:
+                del self._verified[token]
+                raise errors.ExpiredTokenError()
+            return cached
+        claims = self._decode(token)
+        if len(self._verified) >= self._cache_size:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

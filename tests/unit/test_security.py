@@ -64,3 +64,22 @@ def test_expired_and_foreign_tokens(tmp_path: Path) -> None:
         signer.decode(expired)
     with pytest.raises(errors.InvalidTokenError):
         signer.decode(other.mint(uuid.uuid4()))
+
+
+def test_a_remembered_token_still_expires(tmp_path: Path) -> None:
+    signer = TokenSigner(Settings(data_dir=tmp_path, jwt_leeway_seconds=0))
+    token = signer.mint(uuid.uuid4(), lifetime=1)
+    first = signer.decode(token)
+    assert signer.decode(token) is first  # verified once, then remembered
+    time.sleep(1.1)
+    with pytest.raises(errors.ExpiredTokenError):
+        signer.decode(token)
+
+
+def test_the_token_memory_is_bounded(tmp_path: Path) -> None:
+    signer = TokenSigner(Settings(data_dir=tmp_path))
+    signer._cache_size = 3
+    tokens = [signer.mint(uuid.uuid4()) for _ in range(5)]
+    for token in tokens:
+        signer.decode(token)
+    assert list(signer._verified) == tokens[-3:]
