@@ -27,9 +27,13 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Test each pooled connection before use (one extra round trip per checkout), so a
-    # connection the server dropped is replaced instead of failing a request.
+    # Test a pooled connection before use when it has been idle for longer than
+    # ``db_pool_pre_ping_idle_seconds``, so a connection the server dropped meanwhile is
+    # replaced instead of failing a request. A connection back from work a moment ago is
+    # not pinged: under load that saves one round trip per request, and a connection
+    # lost mid-use is still retried by the transaction owner. 0 pings every checkout.
     db_pool_pre_ping: bool = True
+    db_pool_pre_ping_idle_seconds: float = Field(default=1.0, ge=0)
     # How often the transaction owner retries a deadlock, serialization failure,
     # SQLite busy/locked or lost connection before answering 503.
     db_retry_attempts: int = Field(default=3, ge=1, le=20)

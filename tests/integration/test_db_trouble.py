@@ -109,37 +109,52 @@ def test_unexpected_error_is_500_without_leaks(
     _no_leak(resp)
 
 
-@only("postgresql", "mariadb")
-def test_lost_connections_are_survived(
-    live_server: LiveServer, settings: Settings, backend: str, sync_engine: sa.Engine
-) -> None:
-    """Kill every server-side session the app holds; the next write still succeeds."""
-    run = seed(settings, tasks=2)
-    first, second = run.task_instances
-    with live_server.client() as client:
-        ok = client.put(
-            f"/execution/task-instances/{first.id}/rtif", json={}, headers=auth(first.token)
-        )
-        assert ok.status_code == 201
-        with sync_engine.connect() as conn:
-            if backend == "postgresql":
-                killed = conn.execute(
+def _kill_sessions(engine: sa.Engine, backend: str) -> int:
+    """Terminate every other session on the test database; returns how many."""
+    with engine.connect() as conn:
+        if backend == "postgresql":
+            return int(
+                conn.execute(
                     sa.text(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
-                ).scalar()
-            else:
-                ids = conn.execute(
-                    sa.text(
-                        "SELECT id FROM information_schema.processlist "
-                        "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-                    )
-                ).scalars()
-                killed = 0
-                for pid in ids:
-                    conn.execute(sa.text(f"KILL {int(pid)}"))
-                    killed += 1
+                ).scalar_one()
+            )
+        ids = conn.execute(
+            sa.text(
+                "SELECT id FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            )
+        ).scalars()
+        killed = 0
+        for pid in ids:
+            conn.execute(sa.text(f"KILL {int(pid)}"))
+            killed += 1
+        return killed
+
+
+@only("postgresql", "mariadb")
+@pytest.mark.parametrize("recovery", ["owner-retry", "idle-pre-ping"])
+def test_lost_connections_are_survived(
+    tmp_path: Path, settings: Settings, backend: str, sync_engine: sa.Engine, recovery: str
+) -> None:
+    """Kill every server-side session the app holds; the next write still succeeds:
+    either the idle pre-ping replaces the dead connection (with no retry to hide behind),
+    or the transaction owner retries the invalidated one (with the pre-ping off)."""
+    tuned = settings.model_copy(
+        update={"db_pool_pre_ping_idle_seconds": 0.0, "db_retry_attempts": 1}
+        if recovery == "idle-pre-ping"
+        else {"db_pool_pre_ping": False}
+    )
+    run = seed(settings, tasks=2)
+    first, second = run.task_instances
+    with run_server(create_app(tuned)) as live_server, live_server.client() as client:
+        ok = client.put(
+            f"/execution/task-instances/{first.id}/rtif", json={}, headers=auth(first.token)
+        )
+        assert ok.status_code == 201
+        killed = _kill_sessions(sync_engine, backend)
         assert killed and killed >= 1
         resp = client.put(
             f"/execution/task-instances/{second.id}/rtif",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,7 +78,6 @@ def _engine_kwargs(url: URL, settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "json_serializer": _json_dumps,
         "json_deserializer": orjson.loads,
-        "pool_pre_ping": settings.db_pool_pre_ping,
     }
     backend = _backend(url)
     if backend == "sqlite":
@@ -120,12 +120,39 @@ def _install_sqlite_hooks(sync_engine: sa.Engine, settings: Settings) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def _install_idle_pre_ping(sync_engine: sa.Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection on checkout if it sat idle for over ``idle_seconds``.
+
+    SQLAlchemy's own ``pool_pre_ping`` pings on every checkout: one extra round trip
+    per request. Raising DisconnectionError makes the pool drop the connection and try
+    a fresh one, as the built-in pre-ping does.
+    """
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
+            return  # a new connection, or one back from work a moment ago
+        try:
+            alive = sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError() from exc
+        if not alive:
+            raise sa.exc.DisconnectionError()
+
+
 def make_engine(url: str | URL, settings: Settings) -> AsyncEngine:
     """An async engine for ``url`` with this project's per-dialect setup."""
     parsed = async_url(url)
     engine = create_async_engine(parsed, **_engine_kwargs(parsed, settings))
     if _backend(parsed) == "sqlite":
         _install_sqlite_hooks(engine.sync_engine, settings)
+    if settings.db_pool_pre_ping:
+        _install_idle_pre_ping(engine.sync_engine, settings.db_pool_pre_ping_idle_seconds)
     return engine
 
 
