@@ -7,6 +7,7 @@ import asyncio
 import textwrap
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from taskexec import trigger
@@ -101,3 +102,27 @@ def test_local_executor_runs_a_mapped_dag(
     assert secretive["env"]["API_TOKEN"] == "***"
     assert secretive["env"]["PLAIN"] == "value *** inside"
     assert "u:***@db" in secretive["bash_command"]
+
+
+@pytest.mark.sqlite
+def test_unreachable_api_fails_the_claimed_tries_instead_of_hanging(
+    settings: Settings, tmp_path: Path
+) -> None:
+    dags_folder = tmp_path / "dags"
+    dags_folder.mkdir()
+    (dags_folder / "tiny.py").write_text(
+        "from taskexec.sdk import BashTask, Dag\n"
+        "with Dag('tiny'):\n"
+        "    BashTask('a', bash_command='true')\n"
+        "    BashTask('b', bash_command='true')\n"
+    )
+    nowhere = settings.model_copy(
+        update={
+            "api_url": "http://127.0.0.1:9",  # nothing listens on the discard port
+            "dags_folder": dags_folder,
+            "execution_api_retries": 1,
+        }
+    )
+    run_id, _ = asyncio.run(trigger.trigger_dag(nowhere, load_dags(dags_folder)["tiny"]))
+    result = local.run_local(nowhere, "tiny", run_id, workers=1)
+    assert dict(result.counts) == {"failed": 2}

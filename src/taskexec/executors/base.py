@@ -58,6 +58,23 @@ def claim_next(
         return candidate if claimed.rowcount == 1 else None
 
 
+def fail_claim(engine: sa.Engine, ti_id: uuid.UUID, hostname: str, pid: int) -> bool:
+    """Mark a try this worker claimed, but could not run, as failed (only if it is still
+    running here), so the run does not wait for it forever. True if it was marked."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(ti)
+            .where(
+                ti.c.id == ti_id,
+                ti.c.state == TaskInstanceState.RUNNING,
+                ti.c.hostname == hostname,
+                ti.c.pid == pid,
+            )
+            .values(state=TaskInstanceState.FAILED, end_date=types.utcnow())
+        )
+        return result.rowcount == 1
+
+
 def state_counts(engine: sa.Engine, dag_id: str, run_id: str) -> Counter[str]:
     """How many task instances of the run are in each state."""
     with db_engine.read_only(engine).connect() as conn:

@@ -43,9 +43,10 @@ def worker_main(
             try:
                 result = run_task_instance(ti_id, signer.mint(ti_id), dags, config)
             except Exception:
-                # The server stayed unreachable through every retry: leave the try for
-                # an operator, keep this worker alive for the rest.
+                # The API refused or stayed unreachable through every retry: fail the
+                # try this worker claimed (so the run can finish) and keep going.
                 log.exception("task instance %s could not be run", ti_id)
+                base.fail_claim(engine, ti_id, hostname, pid)
                 continue
             base.record_result(stats_path, ti_id, result)
     finally:
