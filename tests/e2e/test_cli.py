@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +16,10 @@ import sqlalchemy as sa
 
 from taskexec import schemas
 from taskexec.config import Settings
+from taskexec.race import bench
 
 from conftest import TEST_SECRET
 from helpers import auth, check_race, rtif_rows
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -93,36 +85,8 @@ def test_runs_create_refuses_a_duplicate_run_id(settings: Settings) -> None:
 @pytest.fixture
 def served(settings: Settings) -> Iterator[str]:
     """``taskexec serve --workers 2`` as a real subprocess."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "taskexec",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        env=_env(settings),
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "server exited"
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.1)
-    yield base_url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with bench.serve(settings, workers=2) as (port, _proc):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_race_against_two_server_processes(
@@ -187,7 +151,7 @@ def test_trigger_run_and_logs_commands(tmp_path: Path) -> None:
     env.update(
         TASKEXEC_DATA_DIR=str(tmp_path / "home"),
         TASKEXEC_DAGS_FOLDER=str(dags),
-        TASKEXEC_API_URL=f"http://127.0.0.1:{free_port()}",  # nothing there: run starts one
+        TASKEXEC_API_URL=f"http://127.0.0.1:{bench.free_port()}",  # nothing there: run starts one
         COLUMNS="120",
     )
     triggered = _taskexec("trigger", "small", "--conf", '{"who": "conf"}', env=env)

@@ -65,7 +65,8 @@ def payload_body(size: int) -> bytes:
     return json.dumps(fields).encode()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -94,7 +95,7 @@ def _peak_rss_kib(pid: int) -> int:
 @contextmanager
 def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """``taskexec serve`` as a subprocess on a free port; yields (port, process)."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TASKEXEC_DATABASE_URL": settings.effective_database_url,
