@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from taskexec.race import report
 from taskexec.race.bench import Row
 
 GOALS = {"req_per_s": 2500.0, "p99_ms": 30.0, "non_2xx": 0, "api_over_raw": 0.3}
@@ -170,14 +171,7 @@ def markdown(result: dict[str, Any], env: dict[str, Any]) -> str:
         for name, v in g.items():
             value = "-" if v["value"] is None else f"{v['value']:.2f}"
             lines.append(f"| {name} | {v['goal']} | {value} | {'yes' if v['met'] else 'no'} |")
-    lines += [
-        "",
-        f"Machine: {env.get('cpus')} CPUs, {env.get('platform')}, "
-        f"Python {env.get('python')}; {env.get('date')}.",
-        "",
-        "Databases: " + "; ".join(f"{k}: {v}" for k, v in env.get("databases", {}).items()),
-        "",
-    ]
+    lines += report.environment_lines(env)
     return "\n".join(lines)
 
 

@@ -64,11 +64,9 @@ def rich_table(cases: Sequence[CaseResult], title: str = "taskexec race") -> Tab
     return table
 
 
-def markdown(cases: Sequence[CaseResult], env: dict[str, Any], title: str = "taskexec race") -> str:
-    """A Markdown report: the table plus where it ran."""
-    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_row(c)) + " |" for c in cases]
-    lines += [
+def environment_lines(env: dict[str, Any]) -> list[str]:
+    """Markdown lines saying where a report's figures were measured."""
+    return [
         "",
         f"Machine: {env.get('cpus')} CPUs, {env.get('platform')}, Python {env.get('python')}; "
         f"{env.get('date')}.",
@@ -78,6 +76,13 @@ def markdown(cases: Sequence[CaseResult], env: dict[str, Any], title: str = "tas
         "Packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
         "",
     ]
+
+
+def markdown(cases: Sequence[CaseResult], env: dict[str, Any], title: str = "taskexec race") -> str:
+    """A Markdown report: the table plus where it ran."""
+    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_row(c)) + " |" for c in cases]
+    lines += environment_lines(env)
     return "\n".join(lines)
 
 
