@@ -16,12 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from taskexec import errors, schemas
+from taskexec import errors, schemas, trigger
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import migrate
 from taskexec.security import TokenSigner
-from taskexec.services import dag_runs
 
 log = logging.getLogger("taskexec")
 
@@ -144,20 +143,9 @@ async def create_run(
         raise CommandError("--tasks must be at least 1")
     indexes = list(range(map_count)) if map_count is not None else [-1]
     keys = [(f"task_{n}", m) for n in range(tasks) for m in indexes]
-    run_id = run_id or dag_runs.new_run_id()
-    engine = db_engine.make_engine(settings.effective_database_url, settings)
-    db = db_engine.Database(engine, settings)
-    try:
-        rows = await db.write(
-            dag_runs.create_dag_run,
-            dag_id=dag_id,
-            run_id=run_id,
-            tasks=keys,
-            conf=conf,
-            max_tries=max_tries,
-        )
-    finally:
-        await db.dispose()
+    run_id, rows = await trigger.create_run(
+        settings, dag_id=dag_id, tasks=keys, run_id=run_id, conf=conf, max_tries=max_tries
+    )
     signer = TokenSigner(settings)
     return schemas.CreatedDagRun(
         dag_id=dag_id,

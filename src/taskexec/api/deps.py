@@ -15,7 +15,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from taskexec import errors, masking
 from taskexec.api import middleware
-from taskexec.config import Settings
 from taskexec.db.engine import Database
 from taskexec.security import TokenSigner
 from taskexec.services import rendered_fields
@@ -25,12 +24,6 @@ async def get_db(request: Request) -> Database:
     """The app's transaction owner."""
     db: Database = request.app.state.db
     return db
-
-
-async def get_settings(request: Request) -> Settings:
-    """The app's settings."""
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 async def get_masker(request: Request) -> masking.SecretsMasker:
@@ -58,7 +51,6 @@ async def get_rtif_writer() -> RtifWriter:
 DbDep = Annotated[Database, Depends(get_db)]
 RtifWriterDep = Annotated[RtifWriter, Depends(get_rtif_writer)]
 MaskerDep = Annotated[masking.SecretsMasker, Depends(get_masker)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="A task-instance JWT (sub = the id).")
 

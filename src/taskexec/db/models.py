@@ -39,9 +39,6 @@ class TaskInstanceState(enum.StrEnum):
     UP_FOR_RETRY = "up_for_retry"
 
 
-TERMINAL_STATES = frozenset({TaskInstanceState.SUCCESS, TaskInstanceState.FAILED})
-
-
 class DagRunState(enum.StrEnum):
     """The states of a dag run."""
 
