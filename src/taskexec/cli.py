@@ -280,6 +280,14 @@ def _csv(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def _int_csv(raw: str) -> list[int]:
+    try:
+        return [int(part) for part in _csv(raw)]
+    except ValueError as exc:
+        message = f"{raw!r} is not a comma-separated list of integers"
+        raise argparse.ArgumentTypeError(message) from exc
+
+
 def cmd_race(args: argparse.Namespace, settings: Settings) -> None:
     """Race first writes per strategy, writers and database; write table, JSON, MD, PNG."""
     from taskexec.race import main as race_main
@@ -294,7 +302,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
     """Measure sustained RTIF writes, the raw ceiling, cost growth and server memory."""
     from taskexec.race import main as race_main
 
-    race_main.bench_command(args)
+    try:
+        race_main.bench_command(args)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
@@ -370,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     race = sub.add_parser("race", help="reproduce the RTIF race and show it gone")
     race.add_argument("--strategies", type=_csv, default=["merge", "merge-retry", "upsert"])
-    race.add_argument("--writers", type=_csv, default=["1", "8", "32", "64"])
+    race.add_argument("--writers", type=_int_csv, default=[1, 8, 32, 64])
     race.add_argument("--rounds", type=int, default=20)
     race.add_argument("--db", type=_csv, default=["sqlite", "postgresql", "mysql"])
     race.add_argument("--variants", type=_csv, default=["first-write", "retry"])
@@ -384,11 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure RTIF write throughput and latency")
     bench.add_argument("--db", type=_csv, default=["sqlite", "postgresql", "mysql"])
-    bench.add_argument("--clients", type=_csv, default=["1", "8", "32", "64"])
+    bench.add_argument("--clients", type=_int_csv, default=[1, 8, 32, 64])
     bench.add_argument("--modes", type=_csv, default=["distinct", "hot"])
     bench.add_argument("--payloads", type=_csv, default=["1KiB", "64KiB"])
     bench.add_argument("--seconds", type=float, default=5.0, help="per configuration")
-    bench.add_argument("--growth", type=_csv, default=["1000", "100000", "1000000"])
+    bench.add_argument("--growth", type=_int_csv, default=[1000, 100000, 1000000])
     bench.add_argument("--server-workers", type=int, default=2)
     bench.add_argument("--targets", type=int, default=2000, help="task instances to write to")
     bench.add_argument("--postgres-url", default=None, help="admin URL (default: env)")

@@ -59,3 +59,28 @@ def test_bench_tiny_configuration(tmp_path: Path) -> None:
     assert body["environment"]["databases"]["sqlite"].startswith("SQLite")
     assert "## API ÷ raw" in (out / "bench.md").read_text()
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--payloads", "1k", "unknown payload '1k'"),
+        ("--modes", "cold", "unknown mode 'cold'"),
+        ("--db", "oracle", "unknown database 'oracle'"),
+    ],
+)
+def test_unknown_choice_is_a_clear_error(
+    option: str, value: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["bench", option, value, "--out", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_non_integer_clients_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--clients", "8,many"])
+    assert exc.value.code == 2
+    assert "not a comma-separated list of integers" in capsys.readouterr().err

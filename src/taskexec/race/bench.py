@@ -297,6 +297,16 @@ class BenchConfig:
     targets: int = 2000
     admin_urls: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for label, given, known in (
+            ("database", self.databases, databases.BACKENDS),
+            ("mode", self.modes, MODES),
+            ("payload", self.payloads, tuple(PAYLOADS)),
+        ):
+            for value in given:
+                if value not in known:
+                    raise ValueError(f"unknown {label} {value!r}: use {', '.join(known)}")
+
 
 def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure everything ``config`` names; returns rows, memory and skipped backends."""
