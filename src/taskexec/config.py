@@ -50,6 +50,20 @@ class Settings(BaseSettings):
 
     max_request_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
+    # --- retention ---------------------------------------------------------------
+    # Keep rendered fields for the newest N runs of each dag; 0 or less keeps them all.
+    rendered_fields_retain_runs: int = 30
+    # The server prunes in the background this often (0 turns the background task off;
+    # ``taskexec db prune`` still works), deleting at most this many rows per
+    # transaction, so that no worker's write waits long on a pruning lock.
+    prune_interval_seconds: float = Field(default=10.0, ge=0)
+    prune_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    # --- read API and web page (/api/v1, /ui) -----------------------------------
+    # A bearer token for the read side. Unset: only loopback clients may read, and the
+    # server warns when it listens anywhere else.
+    api_token: SecretStr | None = None
+
     # --- worker side -------------------------------------------------------------
     # Where workers reach the Execution API.
     api_url: str = "http://127.0.0.1:8080"

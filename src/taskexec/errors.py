@@ -105,3 +105,33 @@ class SchemaOutdatedError(TaskExecError):
     """The database schema is not at the version this release needs."""
 
     reason = "schema_outdated"
+
+
+class DagNotFoundError(NotFoundError):
+    """No run of this dag is known."""
+
+    reason = "dag_not_found"
+
+
+class DagRunNotFoundError(NotFoundError):
+    """This dag has no run with that id."""
+
+    reason = "dag_run_not_found"
+
+
+class TaskInstanceKeyNotFoundError(NotFoundError):
+    """This run has no task instance with that task id and map index."""
+
+    reason = "task_instance_not_found"
+
+
+class RenderedFieldsNotFoundError(NotFoundError):
+    """No rendered fields are stored for this task instance."""
+
+    reason = "rendered_fields_not_found"
+
+
+class ReadAccessDeniedError(TaskExecError):
+    """The read API answers only loopback clients unless TASKEXEC_API_TOKEN is set."""
+
+    reason = "read_token_required"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -91,6 +91,25 @@ class MessageResponse(BaseModel):
     message: str
 
 
+# The optional request header of ``PUT /rtif`` that carries each field's renderer and
+# truncation (see ``FieldMeta``).
+FIELD_META_HEADER = "Taskexec-Rendered-Fields-Meta"
+
+# A renderer names how a field is shown (bash, sql, json, ...). Any short identifier is
+# accepted, so that Airflow's renderers pass through; the web page highlights those it
+# knows and shows the rest as plain text.
+RendererName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_+-]{0,31}$")]
+
+
+class FieldMeta(BaseModel):
+    """What the worker knows about one rendered field, beyond its value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    renderer: RendererName | None = None
+    truncated_at: int | None = Field(default=None, gt=0, description="max length the worker cut to")
+
+
 class RenderedFieldsResponse(BaseModel):
     """The stored rendered fields of a task instance."""
 
@@ -135,3 +154,75 @@ class CreatedDagRun(BaseModel):
     dag_id: str
     run_id: str
     task_instances: list[CreatedTaskInstance]
+
+
+# --- The read API (/api/v1): for people and tools, not workers. ---
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a list, and how many items the whole list holds."""
+
+    items: list[ItemT]
+    total: int
+    limit: int
+    offset: int
+
+
+class DagSummary(BaseModel):
+    """A dag seen in the runs table."""
+
+    dag_id: str
+    run_count: int
+    latest_run_after: dt.datetime
+
+
+class DagRunSummary(BaseModel):
+    """One run of a dag."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    logical_date: dt.datetime | None
+    run_after: dt.datetime
+    created_at: dt.datetime
+
+
+class TaskInstanceSummary(BaseModel):
+    """The current try of one task instance."""
+
+    id: uuid.UUID
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+    max_tries: int
+    state: str
+    start_date: dt.datetime | None
+    end_date: dt.datetime | None
+    has_rendered_fields: bool
+
+
+class RenderedField(BaseModel):
+    """One rendered field as stored, with how to show it."""
+
+    name: str
+    value: JsonValue
+    renderer: str | None = Field(description="as the worker reported it; null if unknown")
+    truncated: bool
+    truncated_at: int | None = Field(description="the length the worker cut to, if known")
+
+
+class RenderedFieldsView(BaseModel):
+    """The rendered fields of one task instance, for people."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int = Field(description="the try that wrote these fields")
+    updated_at: dt.datetime
+    fields: list[RenderedField]
+    map_indexes: list[int] = Field(description="every map index of this task in this run")

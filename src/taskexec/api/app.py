@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskexec import __version__, errors, masking
 from taskexec.api import middleware
-from taskexec.api.routes import health, task_instances
+from taskexec.api.routes import health, read_api, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
@@ -36,6 +36,11 @@ STATUS_BY_ERROR: dict[type[errors.TaskExecError], int] = {
     errors.InvalidTokenError: 403,
     errors.TokenSubjectMismatchError: 403,
     errors.NotFoundError: 404,
+    errors.DagNotFoundError: 404,
+    errors.DagRunNotFoundError: 404,
+    errors.TaskInstanceKeyNotFoundError: 404,
+    errors.RenderedFieldsNotFoundError: 404,
+    errors.ReadAccessDeniedError: 403,
     errors.InvalidStateError: 409,
     errors.NotRunningError: 409,
     errors.RunningElsewhereError: 409,
@@ -152,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     execution.include_router(health.router)
     execution.include_router(task_instances.router)
     app.include_router(execution)
+    app.include_router(read_api.router)
     app.include_router(health.router)
 
     app.add_middleware(middleware.BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)

@@ -6,6 +6,8 @@ its threadpool, a thread hop per request that the hot path cannot afford.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -35,12 +37,14 @@ async def get_masker(request: Request) -> masking.SecretsMasker:
 # How PUT /rtif stores fields, given the transaction owner. Production always uses
 # ``store_rendered_fields``; ``taskexec race`` overrides this dependency to compare the
 # old read-then-write strategies against it on an otherwise identical server.
-RtifWriter = Callable[[Database, uuid.UUID, dict[str, Any]], Awaitable[None]]
+RtifWriter = Callable[[Database, uuid.UUID, dict[str, Any], dict[str, Any] | None], Awaitable[None]]
 
 
-async def store_rendered_fields(db: Database, ti_id: uuid.UUID, fields: dict[str, Any]) -> None:
+async def store_rendered_fields(
+    db: Database, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+) -> None:
     """The production write: one upsert statement in one transaction."""
-    await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
+    await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields, meta=meta)
 
 
 async def get_rtif_writer() -> RtifWriter:
@@ -82,3 +86,43 @@ async def require_ti_token(
 
 
 TaskInstanceIdDep = Annotated[uuid.UUID, Depends(require_ti_token)]
+
+
+# The web page keeps the read token in this cookie (set by its sign-in form), since a
+# browser cannot send a Bearer header when following a link.
+READ_TOKEN_COOKIE = "taskexec_api_token"
+_read_bearer = HTTPBearer(auto_error=False, description="The read API token (TASKEXEC_API_TOKEN).")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8 or ::1)."""
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def require_reader(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_read_bearer)],
+) -> None:
+    """The read side's own auth, separate from the workers' task tokens.
+
+    With ``TASKEXEC_API_TOKEN`` set, every request must carry it (Bearer header, or the
+    web page's cookie). Without it, only loopback clients are answered: the embedded
+    default stays zero-setup, and a server exposed on a network does not leak what ran.
+    """
+    configured = request.app.state.settings.api_token
+    expected = configured.get_secret_value() if configured is not None else ""
+    if not expected:
+        if not is_loopback(request.client.host if request.client else None):
+            raise errors.ReadAccessDeniedError()
+        return
+    given = credentials.credentials if credentials else request.cookies.get(READ_TOKEN_COOKIE)
+    if not given:
+        raise errors.MissingTokenError("The read API needs the API token as a Bearer token.")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise errors.InvalidTokenError("The API token is not the one this server was given.")
+
+
+ReaderDep = Depends(require_reader)

@@ -155,10 +155,13 @@ class RenderedTaskInstanceFields(Base):
         sa.Integer, primary_key=True, server_default=sa.text("-1")
     )
     rendered_fields: Mapped[dict[str, Any]] = mapped_column(types.JsonType, nullable=False)
+    # Field name → {"renderer": ..., "truncated_at": ...}, as the worker reported it.
+    field_meta: Mapped[dict[str, Any] | None] = mapped_column(types.JsonType)
     try_number: Mapped[int] = mapped_column(sa.Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(types.UtcDateTime())
 
     __table_args__ = (
+        sa.Index("ix_rendered_task_instance_fields_dag_id_run_id", "dag_id", "run_id"),
         sa.ForeignKeyConstraint(
             ["dag_id", "task_id", "run_id", "map_index"],
             [

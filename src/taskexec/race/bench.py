@@ -207,6 +207,7 @@ def measure_raw(
                         {
                             "ti_id": mine[i % len(mine)],
                             "rendered_fields": fields,
+                            "field_meta": None,
                             "updated_at": types.utcnow(),
                         },
                     )

@@ -19,7 +19,9 @@ rtif = models.rendered_task_instance_fields
 _KEY = ("dag_id", "task_id", "run_id", "map_index")
 
 
-async def _merge_write(*, conn: AsyncConnection, ti_id: uuid.UUID, fields: dict[str, Any]) -> None:
+async def _merge_write(
+    *, conn: AsyncConnection, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+) -> None:
     """What ``session.merge`` does: SELECT the row, then INSERT or UPDATE it.
 
     Between the SELECT and the INSERT another transaction may insert the same key;
@@ -36,7 +38,12 @@ async def _merge_write(*, conn: AsyncConnection, ti_id: uuid.UUID, fields: dict[
         await task_instances.raise_missing(conn=conn, ti_id=ti_id)
         return
     where = [rtif.c[k] == getattr(key, k) for k in _KEY]
-    values = {"rendered_fields": fields, "try_number": key.try_number, "updated_at": types.utcnow()}
+    values = {
+        "rendered_fields": fields,
+        "field_meta": meta,
+        "try_number": key.try_number,
+        "updated_at": types.utcnow(),
+    }
     existing = await conn.scalar(sa.select(rtif.c.dag_id).where(*where))
     if existing is None:
         await conn.execute(sa.insert(rtif).values(**{k: getattr(key, k) for k in _KEY}, **values))
@@ -44,17 +51,21 @@ async def _merge_write(*, conn: AsyncConnection, ti_id: uuid.UUID, fields: dict[
         await conn.execute(sa.update(rtif).where(*where).values(**values))
 
 
-async def merge(db: Database, ti_id: uuid.UUID, fields: dict[str, Any]) -> None:
+async def merge(
+    db: Database, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+) -> None:
     """Airflow up to 3.2: read-then-write in one transaction."""
-    await db.write(_merge_write, ti_id=ti_id, fields=fields)
+    await db.write(_merge_write, ti_id=ti_id, fields=fields, meta=meta)
 
 
-async def merge_retry(db: Database, ti_id: uuid.UUID, fields: dict[str, Any]) -> None:
+async def merge_retry(
+    db: Database, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+) -> None:
     """Airflow PR #63581: on IntegrityError roll back, re-fetch and write again."""
     try:
-        await db.write(_merge_write, ti_id=ti_id, fields=fields)
+        await db.write(_merge_write, ti_id=ti_id, fields=fields, meta=meta)
     except sa.exc.IntegrityError:
-        await db.write(_merge_write, ti_id=ti_id, fields=fields)
+        await db.write(_merge_write, ti_id=ti_id, fields=fields, meta=meta)
 
 
 STRATEGIES: dict[str, deps.RtifWriter] = {

@@ -8,6 +8,7 @@ write on the server is idempotent: that is the point of taskexec.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import tenacity
 
+from taskexec import schemas
 from taskexec.config import Settings
 from taskexec.db.types import uuid7
 
@@ -141,7 +143,14 @@ class Client:
         if self._owns_http:
             self._http.close()
 
-    def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         """Send one logical request, retrying as the policy says; raise on an error status.
 
         Every attempt carries the same ``correlation-id``, so the server's log ties the
@@ -161,10 +170,16 @@ class Client:
             ),
             reraise=True,
         )
-        return retrying(self._send, method, path, json, correlation_id)
+        return retrying(self._send, method, path, json, headers or {}, correlation_id)
 
-    def _send(self, method: str, path: str, json: Any, correlation_id: str) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}", "correlation-id": correlation_id}
+    def _send(
+        self, method: str, path: str, json: Any, extra: dict[str, str], correlation_id: str
+    ) -> httpx.Response:
+        headers = {
+            **extra,
+            "Authorization": f"Bearer {self.token}",
+            "correlation-id": correlation_id,
+        }
         resp = self._http.request(method, path, json=json, headers=headers)
         refreshed = resp.headers.get(REFRESH_HEADER)
         if refreshed:
@@ -205,27 +220,38 @@ class TaskInstanceOperations:
         return resp.status_code
 
     def set_rtif(
-        self, ti_id: uuid.UUID | str, fields: dict[str, Any], *, send_duplicate: bool = False
+        self,
+        ti_id: uuid.UUID | str,
+        fields: dict[str, Any],
+        *,
+        meta: dict[str, dict[str, Any]] | None = None,
+        send_duplicate: bool = False,
     ) -> None:
-        """Store the rendered fields. ``send_duplicate`` also sends the same PUT again
-        while the first is in flight, as a client retrying after a timeout would (the
-        demo and the tests use it to provoke the race on purpose)."""
+        """Store the rendered fields, with each field's renderer and truncation (``meta``,
+        sent in a header so the body stays Airflow's). ``send_duplicate`` also sends the
+        same PUT again while the first is in flight, as a client retrying after a timeout
+        would (the demo and the tests use it to provoke the race on purpose)."""
         path = self._path(ti_id, "rtif")
+        headers = (
+            {schemas.FIELD_META_HEADER: json.dumps(meta, separators=(",", ":"))} if meta else {}
+        )
         duplicate: threading.Thread | None = None
         if send_duplicate:
-            duplicate = threading.Thread(target=self._timed_put, args=(path, fields, True))
+            duplicate = threading.Thread(target=self._timed_put, args=(path, fields, headers, True))
             duplicate.start()
         try:
-            self._timed_put(path, fields, False)
+            self._timed_put(path, fields, headers, False)
         finally:
             if duplicate is not None:
                 duplicate.join()
 
-    def _timed_put(self, path: str, fields: dict[str, Any], duplicate: bool) -> None:
+    def _timed_put(
+        self, path: str, fields: dict[str, Any], headers: dict[str, str], duplicate: bool
+    ) -> None:
         started = time.perf_counter()
         status = 0
         try:
-            status = self.client.request("PUT", path, json=fields).status_code
+            status = self.client.request("PUT", path, json=fields, headers=headers).status_code
         except ServerResponseError as exc:
             status = exc.status
             if not duplicate:

@@ -103,3 +103,20 @@ def rendered_fields_payload(
         masked = masker.redact(value, field)
         payload[field] = serialization.serialize_and_truncate(masked, max_length)
     return payload
+
+
+def rendered_fields_meta(
+    task: BaseTask, payload: Mapping[str, Any], max_length: int
+) -> dict[str, Any]:
+    """Each sent field's renderer and, where the worker cut it, the length it cut to:
+    what the read side needs to highlight a field and mark it truncated."""
+    meta: dict[str, Any] = {}
+    for field, value in payload.items():
+        entry: dict[str, Any] = {}
+        if field in task.renderers:
+            entry["renderer"] = task.renderers[field]
+        if serialization.is_truncated(value):
+            entry["truncated_at"] = max_length
+        if entry:
+            meta[field] = entry
+    return meta

@@ -189,7 +189,12 @@ def _render_and_execute(
     if fields:
         try:
             client.task_instances.set_rtif(
-                ti_id, fields, send_duplicate=config.duplicate_rtif_writes
+                ti_id,
+                fields,
+                meta=rendering.rendered_fields_meta(
+                    rendered, fields, config.max_templated_field_length
+                ),
+                send_duplicate=config.duplicate_rtif_writes,
             )
         except ServerResponseError as exc:
             if exc.status == 410:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskexec import errors
+from taskexec import errors, schemas
 from taskexec.db import errors as db_errors
 from taskexec.db import models, types
 from taskexec.db.models import DagRunState, TaskInstanceState
@@ -68,3 +68,44 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     """A unique manual run id: ``manual__<iso time>__<8 hex>``."""
     moment = (now or types.utcnow()).isoformat(timespec="microseconds")
     return f"manual__{moment}__{uuid.uuid4().hex[:8]}"
+
+
+# Newest first: by run_after, ties broken by creation order (the autoincrement id).
+# Retention keeps the first N runs of a dag in this same order.
+RUN_ORDER = (models.dag_run.c.run_after.desc(), models.dag_run.c.id.desc())
+
+
+async def list_dag_runs(
+    *, conn: AsyncConnection, dag_id: str, state: str | None, limit: int, offset: int
+) -> schemas.Page[schemas.DagRunSummary]:
+    """The dag's runs, newest first, optionally only those in ``state``."""
+    dr = models.dag_run
+    if await conn.scalar(sa.select(dr.c.id).where(dr.c.dag_id == dag_id).limit(1)) is None:
+        raise errors.DagNotFoundError()
+    where = [dr.c.dag_id == dag_id]
+    if state is not None:
+        where.append(dr.c.state == state)
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(dr).where(*where))
+    rows = await conn.execute(
+        sa.select(
+            dr.c.dag_id, dr.c.run_id, dr.c.state, dr.c.logical_date, dr.c.run_after, dr.c.created_at
+        )
+        .where(*where)
+        .order_by(*RUN_ORDER)
+        .limit(limit)
+        .offset(offset)
+    )
+    items = [schemas.DagRunSummary.model_validate(row._mapping) for row in rows]
+    return schemas.Page(items=items, total=total or 0, limit=limit, offset=offset)
+
+
+async def require_dag_run(*, conn: AsyncConnection, dag_id: str, run_id: str) -> None:
+    """Raise a 404 with a reason that says which part is unknown: the dag or the run."""
+    dr = models.dag_run
+    found = await conn.scalar(
+        sa.select(dr.c.id).where(dr.c.dag_id == dag_id, dr.c.run_id == run_id)
+    )
+    if found is None:
+        if await conn.scalar(sa.select(dr.c.id).where(dr.c.dag_id == dag_id).limit(1)) is None:
+            raise errors.DagNotFoundError()
+        raise errors.DagRunNotFoundError()

@@ -12,7 +12,8 @@ from sqlalchemy.sql.dml import Insert
 
 from taskexec import errors, schemas
 from taskexec.db import models, types, upsert
-from taskexec.services import task_instances
+from taskexec.sdk import serialization
+from taskexec.services import dag_runs, task_instances
 
 ti = models.task_instance
 rtif = models.rendered_task_instance_fields
@@ -38,16 +39,17 @@ def upsert_statement(dialect: str) -> Insert:
         ti.c.run_id,
         ti.c.map_index,
         sa.bindparam("rendered_fields", type_=rtif.c.rendered_fields.type),
+        sa.bindparam("field_meta", type_=rtif.c.field_meta.type),
         ti.c.try_number,
         sa.bindparam("updated_at", type_=types.UtcDateTime()),
     ).where(ti.c.id == sa.bindparam("ti_id", type_=sa.Uuid()))
     stmt = upsert.upsert_from_select(
         dialect,
         rtif,
-        [*_KEY, "rendered_fields", "try_number", "updated_at"],
+        [*_KEY, "rendered_fields", "field_meta", "try_number", "updated_at"],
         select,
         key=_KEY,
-        update=("rendered_fields", "try_number", "updated_at"),
+        update=("rendered_fields", "field_meta", "try_number", "updated_at"),
     )
     # SQLAlchemy keeps the driver's row count only for UPDATE/DELETE unless asked;
     # the count is how we learn, in the same round trip, whether the TI exists.
@@ -55,12 +57,22 @@ def upsert_statement(dialect: str) -> Insert:
 
 
 async def upsert_rendered_fields(
-    *, conn: AsyncConnection, ti_id: uuid.UUID, fields: dict[str, Any]
+    *,
+    conn: AsyncConnection,
+    ti_id: uuid.UUID,
+    fields: dict[str, Any],
+    meta: dict[str, Any] | None = None,
 ) -> None:
-    """Store ``fields`` for the task instance, replacing what an earlier write stored."""
+    """Store ``fields`` (and each field's renderer and truncation, ``meta``) for the task
+    instance, replacing what an earlier write stored."""
     result = await conn.execute(
         upsert_statement(conn.dialect.name),
-        {"ti_id": ti_id, "rendered_fields": fields, "updated_at": types.utcnow()},
+        {
+            "ti_id": ti_id,
+            "rendered_fields": fields,
+            "field_meta": meta,
+            "updated_at": types.utcnow(),
+        },
     )
     if result.rowcount == 0:
         await task_instances.raise_missing(conn=conn, ti_id=ti_id)
@@ -91,3 +103,59 @@ async def get_rendered_fields(
         await task_instances.raise_missing(conn=conn, ti_id=ti_id)
     assert row is not None
     return schemas.RenderedFieldsResponse(task_instance_id=ti_id, **row._mapping)
+
+
+async def get_rendered_fields_view(
+    *, conn: AsyncConnection, dag_id: str, run_id: str, task_id: str, map_index: int
+) -> schemas.RenderedFieldsView:
+    """The stored fields of one task instance, each with its renderer and truncation,
+    and the map indexes of the same task (to move between mapped instances)."""
+    map_indexes = list(
+        await conn.scalars(
+            sa.select(ti.c.map_index)
+            .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.task_id == task_id)
+            .order_by(ti.c.map_index)
+        )
+    )
+    if map_index not in map_indexes:
+        await dag_runs.require_dag_run(conn=conn, dag_id=dag_id, run_id=run_id)
+        raise errors.TaskInstanceKeyNotFoundError()
+    row = (
+        await conn.execute(
+            sa.select(
+                rtif.c.rendered_fields, rtif.c.field_meta, rtif.c.try_number, rtif.c.updated_at
+            ).where(
+                rtif.c.dag_id == dag_id,
+                rtif.c.run_id == run_id,
+                rtif.c.task_id == task_id,
+                rtif.c.map_index == map_index,
+            )
+        )
+    ).first()
+    if row is None:
+        raise errors.RenderedFieldsNotFoundError()
+    meta: dict[str, Any] = row.field_meta or {}
+    fields = []
+    for name, value in row.rendered_fields.items():
+        field_meta = meta.get(name) or {}
+        truncated_at = field_meta.get("truncated_at")
+        fields.append(
+            schemas.RenderedField(
+                name=name,
+                value=value,
+                renderer=field_meta.get("renderer"),
+                # Also recognised by the notice, for rows from workers that send no meta.
+                truncated=truncated_at is not None or serialization.is_truncated(value),
+                truncated_at=truncated_at,
+            )
+        )
+    return schemas.RenderedFieldsView(
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+        try_number=row.try_number,
+        updated_at=row.updated_at,
+        fields=fields,
+        map_indexes=map_indexes,
+    )

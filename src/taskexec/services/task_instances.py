@@ -19,10 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskexec import errors, schemas
 from taskexec.db import models, types
 from taskexec.db.models import TaskInstanceState
+from taskexec.services import dag_runs
 
 ti = models.task_instance
 tih = models.task_instance_history
 dr = models.dag_run
+_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index")
 
 
 class Outcome(enum.Enum):
@@ -217,3 +219,46 @@ async def _queue_next_try(conn: AsyncConnection, ti_id: uuid.UUID) -> None:
             last_heartbeat_at=None,
         )
     )
+
+
+async def list_task_instances(
+    *,
+    conn: AsyncConnection,
+    dag_id: str,
+    run_id: str,
+    state: str | None,
+    task_id: str | None,
+    limit: int,
+    offset: int,
+) -> schemas.Page[schemas.TaskInstanceSummary]:
+    """The run's task instances by task id and map index, optionally filtered."""
+    await dag_runs.require_dag_run(conn=conn, dag_id=dag_id, run_id=run_id)
+    rtif = models.rendered_task_instance_fields
+    where = [ti.c.dag_id == dag_id, ti.c.run_id == run_id]
+    if state is not None:
+        where.append(ti.c.state == state)
+    if task_id is not None:
+        where.append(ti.c.task_id == task_id)
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(ti).where(*where))
+    rows = await conn.execute(
+        sa.select(
+            ti.c.id,
+            ti.c.dag_id,
+            ti.c.run_id,
+            ti.c.task_id,
+            ti.c.map_index,
+            ti.c.try_number,
+            ti.c.max_tries,
+            ti.c.state,
+            ti.c.start_date,
+            ti.c.end_date,
+            rtif.c.try_number.is_not(None).label("has_rendered_fields"),
+        )
+        .select_from(ti.outerjoin(rtif, sa.and_(*(rtif.c[k] == ti.c[k] for k in _KEY_COLUMNS))))
+        .where(*where)
+        .order_by(ti.c.task_id, ti.c.map_index)
+        .limit(limit)
+        .offset(offset)
+    )
+    items = [schemas.TaskInstanceSummary.model_validate(row._mapping) for row in rows]
+    return schemas.Page(items=items, total=total or 0, limit=limit, offset=offset)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Request, Response, status
+from pydantic import TypeAdapter, ValidationError
 
 from taskexec import errors, schemas
 from taskexec.api.deps import DbDep, MaskerDep, RtifWriterDep, TaskInstanceIdDep
@@ -24,6 +25,7 @@ _RTIF_SET_BODY = orjson.dumps({"message": RTIF_SET_MESSAGE})
 # orjson, which stores the JSON, writes at most 254 levels; refuse deeper bodies up
 # front with a clear 422 rather than fail later.
 MAX_BODY_DEPTH = 200
+_FIELD_META = TypeAdapter(dict[str, schemas.FieldMeta])
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -37,6 +39,25 @@ def _too_deep(value: Any, limit: int) -> bool:
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
     return False
+
+
+def _field_meta(request: Request, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The optional ``Taskexec-Rendered-Fields-Meta`` header: a JSON object of field name
+    to ``{"renderer": ..., "truncated_at": ...}``. A header rather than a body key keeps
+    the body exactly Airflow's; entries for fields not in the body are dropped."""
+    raw = request.headers.get(schemas.FIELD_META_HEADER)
+    if raw is None:
+        return None
+    try:
+        parsed = _FIELD_META.validate_json(raw)
+    except ValidationError as exc:
+        raise errors.InvalidBodyError(
+            f"The {schemas.FIELD_META_HEADER} header must be a JSON object of field name to "
+            '{"renderer": name, "truncated_at": positive int}.'
+        ) from exc
+    return {
+        name: meta.model_dump(exclude_none=True) for name, meta in parsed.items() if name in fields
+    }
 
 
 async def _json_object_body(request: Request) -> dict[str, Any]:
@@ -91,7 +112,7 @@ async def put_rtif(
     # Masked again here, so a worker that forgot to mask cannot leak a secret into
     # the database.
     fields = masker.redact_fields(await _json_object_body(request))
-    await write(db, ti_id, fields)
+    await write(db, ti_id, fields, _field_meta(request, fields))
     return Response(_RTIF_SET_BODY, status_code=201, media_type="application/json")
 
 

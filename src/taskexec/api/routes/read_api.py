@@ -1,0 +1,93 @@
+"""``/api/v1``: the read API for people and tools (JSON, paginated). Its auth is the
+read token (``deps.require_reader``), never a worker's task token."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from taskexec import schemas
+from taskexec.api.deps import DbDep, ReaderDep
+from taskexec.db.models import DagRunState, TaskInstanceState
+from taskexec.services import dag_runs, dags, rendered_fields, task_instances
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 422, 503)
+}
+
+router = APIRouter(
+    prefix="/api/v1", tags=["read"], dependencies=[ReaderDep], responses=ERROR_RESPONSES
+)
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="items to skip")]
+
+
+@router.get("/dags", response_model=schemas.Page[schemas.DagSummary])
+async def list_dags(
+    db: DbDep, limit: Limit = 50, offset: Offset = 0
+) -> schemas.Page[schemas.DagSummary]:
+    """The dags seen (those with at least one run), with their run counts."""
+    return await db.read(dags.list_dags, limit=limit, offset=offset)
+
+
+@router.get("/dags/{dag_id}/runs", response_model=schemas.Page[schemas.DagRunSummary])
+async def list_dag_runs(
+    dag_id: str,
+    db: DbDep,
+    state: DagRunState | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> schemas.Page[schemas.DagRunSummary]:
+    """The dag's runs, newest first; optionally only those in one state."""
+    return await db.read(
+        dag_runs.list_dag_runs, dag_id=dag_id, state=state, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/dags/{dag_id}/runs/{run_id}/task-instances",
+    response_model=schemas.Page[schemas.TaskInstanceSummary],
+)
+async def list_task_instances(
+    dag_id: str,
+    run_id: str,
+    db: DbDep,
+    state: TaskInstanceState | None = None,
+    task_id: str | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> schemas.Page[schemas.TaskInstanceSummary]:
+    """The run's task instances (state, try, map index); filter by state or task id."""
+    return await db.read(
+        task_instances.list_task_instances,
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        task_id=task_id,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/dags/{dag_id}/runs/{run_id}/task-instances/{task_id}/rendered-fields",
+    response_model=schemas.RenderedFieldsView,
+)
+async def get_rendered_fields(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    db: DbDep,
+    map_index: Annotated[int, Query(ge=-1)] = -1,
+) -> schemas.RenderedFieldsView:
+    """One task instance's rendered fields: each with its renderer and truncation, the
+    try that wrote them and when."""
+    return await db.read(
+        rendered_fields.get_rendered_fields_view,
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+    )

@@ -1,0 +1,31 @@
+"""Dags, as seen in the runs table (the server holds no dag definitions)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskexec import schemas
+from taskexec.db import models
+
+dr = models.dag_run
+
+
+async def list_dags(
+    *, conn: AsyncConnection, limit: int, offset: int
+) -> schemas.Page[schemas.DagSummary]:
+    """Every dag with at least one run, by dag id, with its run count."""
+    total = await conn.scalar(sa.select(sa.func.count(sa.distinct(dr.c.dag_id))))
+    rows = await conn.execute(
+        sa.select(
+            dr.c.dag_id,
+            sa.func.count().label("run_count"),
+            sa.func.max(dr.c.run_after).label("latest_run_after"),
+        )
+        .group_by(dr.c.dag_id)
+        .order_by(dr.c.dag_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    items = [schemas.DagSummary.model_validate(row._mapping) for row in rows]
+    return schemas.Page(items=items, total=total or 0, limit=limit, offset=offset)
