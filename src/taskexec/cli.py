@@ -108,9 +108,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     """Run the API server (uvicorn, uvloop, httptools; N worker processes)."""
     import uvicorn
 
+    from taskexec.api import deps
+
     ensure_schema(settings)
     # Create the signing secret before the workers start, so they all read one file.
     TokenSigner(settings)
+    warning = deps.open_read_warning(args.host, settings)
+    if warning:
+        log.warning(warning)
     uvicorn.run(
         "taskexec.api.app:create_app",
         factory=True,

@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from taskexec import errors, masking
 from taskexec.api import middleware
+from taskexec.config import Settings
 from taskexec.db.engine import Database
 from taskexec.security import TokenSigner
 from taskexec.services import rendered_fields
@@ -100,6 +101,18 @@ def is_loopback(host: str | None) -> bool:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def open_read_warning(host: str, settings: Settings) -> str | None:
+    """The warning to print when the server listens beyond loopback without a read token."""
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
+    if token or host == "localhost" or is_loopback(host):
+        return None
+    return (
+        f"listening on {host} without TASKEXEC_API_TOKEN: the read API (/api/v1) and the "
+        "web page (/ui) answer loopback clients only, and refuse everyone else with 403. "
+        "Set TASKEXEC_API_TOKEN to let others read with that token."
+    )
 
 
 async def require_reader(
