@@ -71,6 +71,9 @@ def test_runner_in_process(
     assert [r.outcome for r in results] == ["success", "success"]
     stored = {r["task_id"]: r["rendered_fields"] for r in rtif_rows(sync_engine)}
     assert stored["task_0"]["bash_command"] == f"echo {run.run_id} X"
+    # The renderers travel with the fields (header), stored by the same upsert.
+    meta = {r["task_id"]: r["field_meta"] for r in rtif_rows(sync_engine)}
+    assert meta["task_0"] == {"bash_command": {"renderer": "bash"}, "env": {"renderer": "json"}}
     log = next(tmp_path.rglob("task_id=task_0/map_index=-1/attempt=1.log")).read_text()
     assert run.run_id in log and "finishing as success" in log
 

@@ -83,6 +83,17 @@ def test_payload_masks_then_truncates() -> None:
     assert "k-123456" not in repr(payload)
 
 
+def test_meta_names_renderers_and_truncation() -> None:
+    with Dag("d"):
+        task = BashTask("b", bash_command="echo hi", env={"NOTE": "x" * 5000})
+    payload = rendering.rendered_fields_payload(task, SecretsMasker(), max_length=200)
+    meta = rendering.rendered_fields_meta(task, payload, max_length=200)
+    assert meta == {
+        "bash_command": {"renderer": "bash"},
+        "env": {"renderer": "json", "truncated_at": 200},
+    }
+
+
 def test_renderers_are_validated_and_overridable() -> None:
     with Dag("d"):
         task = PythonTask("p", python_callable=print, renderers={"templates_dict": "sql"})
