@@ -9,6 +9,8 @@ Airflow #61705, provoked on purpose. The summary shows that no write failed.
 
 from __future__ import annotations
 
+import urllib.parse
+
 from rich.console import Console
 from rich.table import Table
 
@@ -59,9 +61,10 @@ def run(settings: Settings, *, workers: int | None = None) -> bool:
         )
     console.print(summary_table(report))
     logs = settings.effective_logs_dir
+    page = f"http://127.0.0.1:8080/ui/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
     console.print(
-        "rendered fields: GET /execution/task-instances/{id}/rtif, or in the database table "
-        f"rendered_task_instance_fields ({settings.effective_database_url})\n"
+        f"rendered fields: run `taskexec serve`, then open {page}\n"
+        f"  (or GET /api/v1/dags/{DAG_ID}/runs; stored in {settings.effective_database_url})\n"
         f"task logs: taskexec logs {DAG_ID} '{run_id}' transform --map-index 0   (files in {logs})"
     )
     return not report.counts.get("failed") and report.writes.non_2xx == 0
