@@ -21,6 +21,7 @@ from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import migrate
 from taskexec.security import TokenSigner
+from taskexec.services import retention
 
 log = logging.getLogger("taskexec")
 
@@ -99,6 +100,45 @@ def cmd_db_check(args: argparse.Namespace, settings: Settings) -> None:
     if problems:
         raise CommandError("\n".join(problems))
     print(f"ok: one head ({heads[0]}), migrations match the models, database at head")
+
+
+async def _prune(settings: Settings, *, retain: int, dry_run: bool) -> retention.PruneResult:
+    # The same service and transaction owner as the server's background pruner.
+    db = db_engine.Database(
+        db_engine.make_engine(settings.effective_database_url, settings), settings
+    )
+    try:
+        return await retention.prune_rendered_fields(
+            db, retain=retain, batch_size=settings.prune_batch_size, dry_run=dry_run
+        )
+    finally:
+        await db.dispose()
+
+
+def cmd_db_prune(args: argparse.Namespace, settings: Settings) -> None:
+    """Delete the rendered fields of all but the newest N runs of each dag (or count them)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    retain = settings.rendered_fields_retain_runs if args.retain is None else args.retain
+    if retain <= 0:
+        print(f"retention is off (keep {retain} runs): nothing pruned")
+        return
+    ensure_schema(settings)
+    result = asyncio.run(_prune(settings, retain=retain, dry_run=args.dry_run))
+    verb = "would remove" if result.dry_run else "removed"
+    table = Table(title=f"rendered fields: keep the newest {retain} runs per dag")
+    rows = "rows to remove" if result.dry_run else "rows removed"
+    for column in ("dag", "runs", "runs kept", rows, "batches", "retries"):
+        table.add_column(column, justify="left" if column == "dag" else "right")
+    for dag in result.dags:
+        table.add_row(
+            dag.dag_id, *map(str, (dag.runs, dag.runs_kept, dag.rows, dag.batches, dag.retries))
+        )
+    Console(soft_wrap=True).print(table)
+    print(f"total: {verb} {result.rows} rows of {len(result.dags)} dags")
+    if result.stopped:
+        raise CommandError(f"pruning stopped early ({result.stopped}); run it again later")
 
 
 # --- serve ------------------------------------------------------------------------
@@ -339,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("check", help="fail if models, migrations and database differ").set_defaults(
         func=cmd_db_check
     )
+    prune = db.add_parser("prune", help="delete rendered fields of all but the newest N runs")
+    prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    prune.add_argument(
+        "--retain", type=int, default=None, help="runs to keep per dag (default: the setting)"
+    )
+    prune.set_defaults(func=cmd_db_prune)
 
     serve = sub.add_parser("serve", help="run the API server")
     serve.add_argument("--host", default="127.0.0.1")

@@ -72,3 +72,28 @@ def test_describe_never_contains_the_statement() -> None:
     text = db_errors.describe(_wrap(psycopg.errors.DeadlockDetected("detail with SQL")))
     assert "SELECT" not in text
     assert "40P01" in text
+
+
+@pytest.mark.parametrize(
+    ("orig", "kind"),
+    [
+        (psycopg.errors.DeadlockDetected(), "deadlock"),
+        (psycopg.errors.LockNotAvailable(), "lock_timeout"),
+        (psycopg.errors.SerializationFailure(), "serialization"),
+        (psycopg.errors.AdminShutdown(), "connection"),
+        (psycopg.OperationalError("connection refused"), "connection"),
+        (pymysql.err.OperationalError(1213, "Deadlock found"), "deadlock"),
+        (pymysql.err.OperationalError(1205, "Lock wait timeout"), "lock_timeout"),
+        (pymysql.err.OperationalError(2013, "Lost connection"), "connection"),
+        (_sqlite_error(sqlite3.SQLITE_BUSY), "busy"),
+        (_sqlite_error(sqlite3.SQLITE_ERROR), "other"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_retry_kind(orig: BaseException, kind: str) -> None:
+    """Retries are counted under a short name taken from the code, not the message."""
+    assert db_errors.retry_kind(_wrap(orig)) == kind
+
+
+def test_retry_kind_of_a_pool_timeout() -> None:
+    assert db_errors.retry_kind(sa.exc.TimeoutError()) == "pool_timeout"

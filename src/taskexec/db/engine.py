@@ -9,6 +9,7 @@ retryable database trouble only, retry the whole transaction.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -197,6 +198,10 @@ class Database:
         # in FIFO order, is far cheaper than letting them poll SQLite's busy handler
         # (which sleeps up to 100 ms a turn). Other processes still meet busy_timeout.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        # Retries so far, by "<function>:<kind>" (e.g. "prune_batch:deadlock"), so that
+        # tests and operators can see what the retry loop absorbed. Touched only when
+        # retrying, so it costs nothing on the happy path.
+        self.retries: collections.Counter[str] = collections.Counter()
 
     @property
     def dialect(self) -> str:
@@ -236,9 +241,11 @@ class Database:
                     )
                     raise errors.DatabaseUnavailableError() from exc
                 delay = self.settings.db_retry_base_delay_seconds * (2 ** (attempt - 1))
+                name = getattr(fn, "__name__", "?")
+                self.retries[f"{name}:{db_errors.retry_kind(exc)}"] += 1
                 log.info(
                     "retrying transaction %s (attempt %d): %s",
-                    getattr(fn, "__name__", "?"),
+                    name,
                     attempt,
                     db_errors.describe(exc),
                 )

@@ -118,6 +118,31 @@ def classify(exc: BaseException) -> Kind:
     return Kind.OTHER
 
 
+_PG_RETRY_KINDS = {"40P01": "deadlock", "55P03": "lock_timeout", "40001": "serialization"}
+_MYSQL_RETRY_KINDS = {1213: "deadlock", 1205: "lock_timeout"}
+
+
+def retry_kind(exc: BaseException) -> str:
+    """A short name for retryable trouble, to count retries by: deadlock, lock_timeout,
+    serialization, busy, pool_timeout, connection or other."""
+    if isinstance(exc, sa.exc.TimeoutError):
+        return "pool_timeout"
+    if not isinstance(exc, sa.exc.DBAPIError) or exc.orig is None:
+        return "other"
+    if exc.connection_invalidated:
+        return "connection"
+    orig = exc.orig
+    module = type(orig).__module__
+    if module.startswith("psycopg"):
+        sqlstate = _pg_sqlstate(orig)
+        return _PG_RETRY_KINDS.get(sqlstate or "", "connection")
+    if module.startswith(("pymysql", "aiomysql", "MySQLdb")):
+        return _MYSQL_RETRY_KINDS.get(_mysql_errno(orig) or 0, "connection")
+    if _sqlite_code(orig) in _SQLITE_RETRYABLE:
+        return "busy"
+    return "other"
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True for trouble that retrying the whole transaction may cure."""
     return classify(exc) is Kind.RETRYABLE
