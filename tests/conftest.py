@@ -19,6 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from taskexec.api.app import create_app
@@ -149,6 +150,18 @@ def run_server(app: FastAPI) -> Iterator[LiveServer]:
 def live_server(settings: Settings) -> Iterator[LiveServer]:
     """The production app, served for real, on the test database."""
     with run_server(create_app(settings)) as live:
+        yield live
+
+
+# The read token of ``token_server``.
+READ_TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def token_server(settings: Settings) -> Iterator[LiveServer]:
+    """The production app with a read API token (TASKEXEC_API_TOKEN) configured."""
+    configured = settings.model_copy(update={"api_token": SecretStr(READ_TOKEN)})
+    with run_server(create_app(configured)) as live:
         yield live
 
 

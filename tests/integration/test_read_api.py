@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from taskexec.api.deps import is_loopback, open_read_warning
 from taskexec.config import Settings
 from taskexec.db import models
 
-from conftest import LiveServer, run_server
+from conftest import LiveServer
 from helpers import auth, only, seed
 
 API = "/api/v1"
@@ -235,15 +234,6 @@ def test_bad_query_is_422(client: httpx.Client, path: str, params: dict[str, obj
     resp = client.get(API + path, params=params)
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"]["reason"] == "validation_error"
-
-
-@pytest.fixture
-def token_server(settings: Settings) -> Iterator[LiveServer]:
-    """The app with a read token configured."""
-    with run_server(
-        create_app(settings.model_copy(update={"api_token": SecretStr("s3cret-token")}))
-    ) as live:
-        yield live
 
 
 @only("sqlite")

@@ -19,12 +19,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskexec import __version__, errors, masking
-from taskexec.api import middleware
+from taskexec.api import middleware, pruner
 from taskexec.api.routes import health, read_api, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
 from taskexec.security import TokenSigner
+from taskexec.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = db_engine.make_engine(settings.effective_database_url, settings)
         app.state.db = db_engine.Database(engine, settings)
+        # Retention runs beside the requests, never inside a worker's transaction.
+        app.state.pruner = pruner.start(app.state.db, settings)
         try:
             yield
         finally:
+            if app.state.pruner is not None:
+                await app.state.pruner.stop()
             await app.state.db.dispose()
 
     app = FastAPI(
@@ -159,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(execution)
     app.include_router(read_api.router)
     app.include_router(health.router)
+    app.include_router(pages.router)
 
     app.add_middleware(middleware.BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(middleware.RequestContextMiddleware)

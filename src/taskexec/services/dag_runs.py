@@ -85,6 +85,22 @@ async def list_dag_runs(
     where = [dr.c.dag_id == dag_id]
     if state is not None:
         where.append(dr.c.state == state)
+    return await _runs_page(conn, where, limit, offset)
+
+
+async def list_runs(
+    *, conn: AsyncConnection, dag_id: str | None, limit: int, offset: int
+) -> schemas.Page[schemas.DagRunSummary]:
+    """Runs of every dag, or of ``dag_id`` only, newest first; an unknown dag has none."""
+    dr = models.dag_run
+    where = [] if dag_id is None else [dr.c.dag_id == dag_id]
+    return await _runs_page(conn, where, limit, offset)
+
+
+async def _runs_page(
+    conn: AsyncConnection, where: list[sa.ColumnElement[bool]], limit: int, offset: int
+) -> schemas.Page[schemas.DagRunSummary]:
+    dr = models.dag_run
     total = await conn.scalar(sa.select(sa.func.count()).select_from(dr).where(*where))
     rows = await conn.execute(
         sa.select(

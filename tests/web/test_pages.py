@@ -1,0 +1,275 @@
+"""The web page (/ui) through a live server on every backend: the three pages, the
+highlighting and escaping of fields, map-index navigation, HTML error pages, the
+security headers and the sign-in flow. Fields are written through the real PUT /rtif."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import httpx
+import pytest
+
+from taskexec import cli, schemas
+from taskexec.api import deps
+from taskexec.api.app import create_app
+from taskexec.config import Settings
+from taskexec.sdk import serialization
+
+from conftest import LiveServer
+from helpers import auth, only, seed
+
+XSS = "<script>window.__xss=1</script>"
+SQL = "SELECT id, name\nFROM users\nWHERE id = 42"
+FIELDS = {
+    "sql": SQL,
+    "bash_command": "echo 'hello' | wc -c",
+    "payload": XSS,
+    "env": {"A": "1", "B": [1, 2]},
+    "legacy": serialization.TRUNCATION_PREFIX + "'abc'... ",
+    "note": "<b>not bold</b>",
+}
+META = {
+    "sql": {"renderer": "sql", "truncated_at": 4096},
+    "bash_command": {"renderer": "bash"},
+    "payload": {"renderer": "text"},
+    "env": {"renderer": "json"},
+    "note": {"renderer": "markdown"},
+}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _put(
+    client: httpx.Client,
+    ti: schemas.CreatedTaskInstance,
+    fields: dict[str, object],
+    meta: dict[str, object] | None = None,
+) -> None:
+    headers = auth(ti.token)
+    if meta is not None:
+        headers[schemas.FIELD_META_HEADER] = json.dumps(meta)
+    resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json=fields, headers=headers)
+    assert resp.status_code == 201, resp.text
+
+
+def _start(client: httpx.Client, ti: schemas.CreatedTaskInstance) -> None:
+    body = {"state": "running", "hostname": "h", "unixname": "u", "pid": 1}
+    resp = client.patch(f"/execution/task-instances/{ti.id}/run", json=body, headers=auth(ti.token))
+    assert resp.status_code == 200, resp.text
+
+
+def _html(resp: httpx.Response, status: int = 200) -> str:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("text/html")
+    assert resp.headers["content-security-policy"] == CSP
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    return resp.text
+
+
+def _run_url(run: schemas.CreatedDagRun) -> str:
+    return f"/ui/dags/{run.dag_id}/runs/{run.run_id}"
+
+
+def _fields_url(run: schemas.CreatedDagRun, task_id: str = "task_0") -> str:
+    return f"{_run_url(run)}/tasks/{task_id}"
+
+
+@pytest.fixture
+def mapped_run(client: httpx.Client, settings: Settings) -> schemas.CreatedDagRun:
+    """task_0 and task_1, three map indexes each; task_0 [0] and [1] have fields."""
+    run = seed(settings, tasks=2, map_count=3)
+    _put(client, run.task_instances[0], FIELDS, META)
+    _put(client, run.task_instances[1], {"sql": "SELECT 2"}, {"sql": {"renderer": "sql"}})
+    return run
+
+
+def test_runs_page_lists_runs_newest_first(client: httpx.Client, settings: Settings) -> None:
+    older = seed(settings)
+    newer = asyncio.run(cli.create_run(settings, dag_id="other_dag", tasks=1, map_count=None))
+
+    page = _html(client.get("/ui/"))
+    assert older.run_id in page and newer.run_id in page
+    assert page.index(newer.run_id) < page.index(older.run_id)
+    assert 'href="/ui/?dag_id=test_dag"' in page and 'href="/ui/?dag_id=other_dag"' in page
+    assert page.count("1 run<") == 2
+    assert 'class="badge state-queued">queued<' in page
+
+    only_other = _html(client.get("/ui/", params={"dag_id": "other_dag"}))
+    assert newer.run_id in only_other and older.run_id not in only_other
+
+    first = _html(client.get("/ui/", params={"limit": 1}))
+    assert newer.run_id in first and older.run_id not in first
+    assert "1\u20131 of 2 runs" in first
+    assert 'rel="next" href="/ui/?limit=1&amp;offset=1"' in first
+    second = _html(client.get("/ui/", params={"limit": 1, "offset": 1}))
+    assert older.run_id in second and newer.run_id not in second
+    assert 'rel="prev" href="/ui/?limit=1&amp;offset=0"' in second
+
+    root = client.get("/")
+    assert root.status_code == 307 and root.headers["location"] == "/ui/"
+
+
+def test_run_page_shows_task_instances(
+    client: httpx.Client, mapped_run: schemas.CreatedDagRun
+) -> None:
+    _start(client, mapped_run.task_instances[4])
+    page = _html(client.get(_run_url(mapped_run)))
+    rows = re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)[1:]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S) for row in rows]
+    assert [(c[0], c[1]) for c in cells] == [
+        (f"task_{t}", str(m)) for t in (0, 1) for m in range(3)
+    ]
+    assert 'class="badge state-running">running<' in cells[4][2]
+    assert all('class="badge state-queued">queued<' in c[2] for i, c in enumerate(cells) if i != 4)
+    assert all(c[3].strip() == "1" for c in cells)
+    links = re.findall(r'href="([^"]*/tasks/[^"]*)"', page)
+    assert links == [
+        f"{_fields_url(mapped_run).replace(':', '%3A').replace('+', '%2B')}?map_index={m}"
+        for m in (0, 1)
+    ]
+    assert page.count("none yet") == 4
+
+
+def test_fields_page_highlights_marks_and_escapes(
+    client: httpx.Client, mapped_run: schemas.CreatedDagRun
+) -> None:
+    page = _html(client.get(_fields_url(mapped_run), params={"map_index": 0}))
+    assert "Written by try 1 at" in page
+
+    sections = dict(re.findall(r"<h2>(.*?)</h2>(.*?)</section>", page, flags=re.S))
+    assert list(sections) == list(FIELDS)
+    sql = sections["sql"]
+    assert '<div class="highlight">' in sql
+    assert '<span class="k">SELECT</span>' in sql and '<span class="k">WHERE</span>' in sql
+    assert "truncated by the worker at 4096 characters" in sql
+    assert '<span class="nb">echo</span>' in sections["bash_command"]
+    # Non-string JSON is pretty-printed (indent 2) and highlighted.
+    assert '\n<span class="w">  </span><span class="nt">"A"</span>' in sections["env"]
+    # Only the notice tells: truncated, length unknown.
+    assert "truncated by the worker." in sections["legacy"]
+    assert "truncated by the worker" not in sections["payload"]
+    # Unknown renderers and text are plain, escaped text.
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in sections["note"] and "highlight" not in sections["note"]
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in sections["payload"]
+    assert "<script>window.__xss" not in page
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/ui/static/app.js" defer>']
+    # Copy buttons ship hidden: app.js shows them, and the page reads fine without it.
+    assert page.count('class="copy" data-copy-target=') == len(FIELDS)
+    assert page.count("hidden>Copy</button>") == len(FIELDS)
+
+
+def test_mapped_navigation(client: httpx.Client, mapped_run: schemas.CreatedDagRun) -> None:
+    base = _fields_url(mapped_run).replace(":", "%3A").replace("+", "%2B")
+    middle = _html(client.get(_fields_url(mapped_run), params={"map_index": 1}))
+    assert f'rel="prev" href="{base}?map_index=0"' in middle
+    assert f'rel="next" href="{base}?map_index=2"' in middle
+    assert '<span class="current" aria-current="page">1</span>' in middle
+    assert all(f'href="{base}?map_index={m}">{m}</a>' in middle for m in (0, 2))
+
+    first = _html(client.get(_fields_url(mapped_run), params={"map_index": 0}))
+    assert 'rel="prev"' not in first and f'rel="next" href="{base}?map_index=1"' in first
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "message"),
+    [
+        ("/ui/dags/nope/runs/r", {}, "No run of this dag is known."),
+        ("/ui/dags/test_dag/runs/nope", {}, "This dag has no run with that id."),
+        ("{run}/tasks/nope", {}, "This run has no task instance with that task id"),
+        ("{run}/tasks/task_0", {"map_index": 7}, "This run has no task instance with that"),
+        ("{run}/tasks/task_0", {}, "This run has no task instance with that task id"),
+        ("{run}/tasks/task_0", {"map_index": 2}, "No rendered fields are stored"),
+        ("/ui/no/such/page", {}, "There is no page at this address."),
+        ("/ui/static/nope.js", {}, "There is no such file."),
+    ],
+)
+def test_not_found_pages(
+    client: httpx.Client,
+    mapped_run: schemas.CreatedDagRun,
+    path: str,
+    params: dict[str, object],
+    message: str,
+) -> None:
+    url = path.replace("{run}", _run_url(mapped_run))
+    page = _html(client.get(url, params=params), 404)
+    assert "<h1>" in page and message in page
+
+
+@only("sqlite")
+def test_bad_query_is_an_html_400(client: httpx.Client) -> None:
+    page = _html(client.get("/ui/dags/d/runs/r/tasks/t", params={"map_index": "x"}), 400)
+    assert "map_index" in page
+    _html(client.get("/ui/", params={"limit": 0}), 400)
+
+
+@only("sqlite")
+def test_static_files(client: httpx.Client) -> None:
+    css = client.get("/ui/static/pygments.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert ".highlight .k {" in css.text
+    js = client.get("/ui/static/app.js")
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert "navigator.clipboard" in js.text
+    assert "white-space: pre-wrap" in client.get("/ui/static/style.css").text
+    assert js.headers["content-security-policy"] == CSP
+
+
+@only("sqlite")
+def test_sign_in_flow(token_server: LiveServer, settings: Settings) -> None:
+    run = seed(settings)
+    with token_server.client() as c:
+        form = _html(c.get("/ui/"), 401)
+        assert 'action="/ui/login"' in form and 'name="token"' in form
+        assert 'name="next" value="/ui/"' in form and "Sign out" not in form
+        # The sign-in page needs its stylesheet without a token.
+        assert c.get("/ui/static/style.css").status_code == 200
+
+        wrong = c.post("/ui/login", data={"token": "wrong", "next": "/ui/"})
+        assert "That is not this server&#39;s token." in _html(wrong, 401)
+        assert "set-cookie" not in wrong.headers
+
+        ok = c.post("/ui/login", data={"token": "s3cret-token"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/ui/"
+        cookie = ok.headers["set-cookie"]
+        assert cookie.startswith(f"{deps.READ_TOKEN_COOKIE}=s3cret-token;")
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        signed_in = _html(c.get("/ui/"))
+        assert run.run_id in signed_in and "Sign out" in signed_in
+
+        # Back to the page that asked; never to another site.
+        deep = c.post("/ui/login", data={"token": "s3cret-token", "next": _run_url(run)})
+        assert deep.headers["location"] == _run_url(run)
+        away = c.post("/ui/login", data={"token": "s3cret-token", "next": "//evil.example/ui/"})
+        assert away.headers["location"] == "/ui/"
+
+        out = c.post("/ui/logout")
+        assert out.status_code == 303 and f"{deps.READ_TOKEN_COOKIE}=" in out.headers["set-cookie"]
+        assert deps.READ_TOKEN_COOKIE not in c.cookies
+        _html(c.get("/ui/"), 401)
+
+        c.cookies.set(deps.READ_TOKEN_COOKIE, "stale")
+        assert "Sign in again" in _html(c.get("/ui/"), 401)
+    with token_server.client() as c:
+        # Tools may send the Bearer header instead of the cookie.
+        assert run.run_id in _html(c.get("/ui/", headers=auth("s3cret-token")))
+
+
+@only("sqlite")
+def test_without_token_only_loopback_clients_are_served(settings: Settings) -> None:
+    app = create_app(settings)
+
+    async def get(client_host: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(client_host, 5555))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+        ):
+            return await c.get("/ui/")
+
+    assert asyncio.run(get("127.0.0.1")).status_code == 200
+    page = _html(asyncio.run(get("10.1.2.3")), 403)
+    assert "TASKEXEC_API_TOKEN" in page
