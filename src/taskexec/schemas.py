@@ -107,7 +107,10 @@ class FieldMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     renderer: RendererName | None = None
-    truncated_at: int | None = Field(default=None, gt=0, description="max length the worker cut to")
+    # Bounded so that any accepted value can be stored (JSON integers past 64 bits cannot).
+    truncated_at: int | None = Field(
+        default=None, gt=0, le=2**31 - 1, description="max length the worker cut to"
+    )
 
 
 class RenderedFieldsResponse(BaseModel):

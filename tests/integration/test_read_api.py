@@ -190,8 +190,18 @@ def test_meta_header_for_fields_not_sent_is_dropped(
         '{"a": {"renderer": "Bad Name"}}',
         '{"a": {"truncated_at": 0}}',
         '{"a": {"colour": "red"}}',
+        '{"a": {"truncated_at": 100000000000000000000000000}}',
+        '{"a": {"truncated_at": 2147483648}}',
     ],
-    ids=["not-json", "not-object", "bad-renderer", "zero-length", "unknown-key"],
+    ids=[
+        "not-json",
+        "not-object",
+        "bad-renderer",
+        "zero-length",
+        "unknown-key",
+        "beyond-64-bits",
+        "beyond-32-bits",
+    ],
 )
 def test_bad_meta_header_is_422(client: httpx.Client, settings: Settings, meta: str) -> None:
     ti = seed(settings).task_instances[0]
@@ -294,3 +304,31 @@ def test_serve_warns_when_exposed_without_token(
     assert (warning is not None) == warns
     if warning:
         assert "TASKEXEC_API_TOKEN" in warning and host in warning
+
+
+def test_oversized_meta_header_is_413(client: httpx.Client, settings: Settings) -> None:
+    ti = seed(settings).task_instances[0]
+    meta = json.dumps({f"f{n}": {"renderer": "sql"} for n in range(4000)})
+    assert len(meta) > 64 * 1024
+    headers = {**auth(ti.token), schemas.FIELD_META_HEADER: meta}
+    resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json={"a": "x"}, headers=headers)
+    _assert_error(resp, 413, "payload_too_large")
+
+
+def test_nul_in_an_id_is_never_a_500(
+    client: httpx.Client, settings: Settings, backend: str
+) -> None:
+    run = seed(settings)
+    responses = [
+        client.get(f"{API}/dags/a%00b/runs"),
+        client.get(
+            f"{API}/dags/test_dag/runs/{run.run_id}/task-instances", params={"task_id": "\0"}
+        ),
+    ]
+    for resp in responses:
+        if backend == "postgresql":
+            # PostgreSQL text cannot hold NUL: the driver refuses the value.
+            _assert_error(resp, 422, "invalid_value")
+        else:
+            assert resp.status_code in (200, 404), resp.text
+    assert responses[0].status_code != 200

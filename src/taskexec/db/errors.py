@@ -90,8 +90,11 @@ def classify(exc: BaseException) -> Kind:
         sqlstate = _pg_sqlstate(orig)
         if sqlstate is None:
             # psycopg raises OperationalError without a SQLSTATE only for
-            # connection-level failures (refused, reset, closed).
-            return Kind.RETRYABLE if isinstance(exc, sa.exc.OperationalError) else Kind.OTHER
+            # connection-level failures (refused, reset, closed), and DataError without
+            # one when it refuses a value itself (a NUL byte in text, say).
+            if isinstance(exc, sa.exc.OperationalError):
+                return Kind.RETRYABLE
+            return Kind.BAD_DATA if isinstance(exc, sa.exc.DataError) else Kind.OTHER
         if sqlstate in _PG_RETRYABLE or sqlstate.startswith(_PG_RETRYABLE_CLASSES):
             return Kind.RETRYABLE
         if sqlstate.startswith(_PG_BAD_DATA_CLASSES):

@@ -26,6 +26,9 @@ _RTIF_SET_BODY = orjson.dumps({"message": RTIF_SET_MESSAGE})
 # front with a clear 422 rather than fail later.
 MAX_BODY_DEPTH = 200
 _FIELD_META = TypeAdapter(dict[str, schemas.FieldMeta])
+# The meta header is outside the body limit; a renderer and a length per field fit in
+# far less than this.
+MAX_FIELD_META_BYTES = 64 * 1024
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -48,6 +51,10 @@ def _field_meta(request: Request, fields: dict[str, Any]) -> dict[str, Any] | No
     raw = request.headers.get(schemas.FIELD_META_HEADER)
     if raw is None:
         return None
+    if len(raw) > MAX_FIELD_META_BYTES:
+        raise errors.PayloadTooLargeError(
+            f"The {schemas.FIELD_META_HEADER} header is larger than {MAX_FIELD_META_BYTES} bytes."
+        )
     try:
         parsed = _FIELD_META.validate_json(raw)
     except ValidationError as exc:
