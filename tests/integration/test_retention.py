@@ -343,3 +343,32 @@ def test_a_failing_round_does_not_stop_the_pruner(
     assert background.failed_rounds == 1 and background.rounds >= 1
     assert background.rows_deleted == 2
     assert len(rtif_count(sync_engine)) == 1
+
+
+@only("postgresql", "mariadb")
+def test_one_server_process_prunes_at_a_time(settings: Settings, sync_engine: sa.Engine) -> None:
+    make_runs(settings, "etl", [0, 1, 2])
+    tuned = settings.model_copy(update={"rendered_fields_retain_runs": 1})
+
+    async def go() -> tuple[bool, bool, int, int, int]:
+        holder, other = _database(tuned), _database(tuned)
+        follower = pruner.Pruner(other, tuned)
+        try:
+            async with holder.try_lock(pruner.PRUNE_LOCK) as held:
+                # Another process holds the round: this one skips it and deletes nothing.
+                async with other.try_lock(pruner.PRUNE_LOCK) as second:
+                    pass
+                skipped = await follower.prune_once()
+                rows_while_held = len(rtif_count(sync_engine))
+            assert skipped is None
+            done = await follower.prune_once()
+            assert done is not None
+            return held, second, follower.skipped_rounds, rows_while_held, done.rows
+        finally:
+            await holder.dispose()
+            await other.dispose()
+
+    held, second, skipped, rows_while_held, pruned = asyncio.run(go())
+    assert (held, second, skipped) == (True, False, 1)
+    assert rows_while_held == 3  # runs with fields: nothing pruned while the lock was held
+    assert pruned == 2 * len(TASKS) and len(rtif_count(sync_engine)) == 1

@@ -1,8 +1,10 @@
 """The server's background pruner: retention of rendered fields, once per interval.
 
 It runs outside every request, so pruning never happens inside a worker's write
-transaction (see ``services/retention``). Each server process runs its own; they are
-harmless to each other (small batches in primary-key order; a conflict is retried).
+transaction (see ``services/retention``). Every server process runs a pruner, but a
+round only goes ahead in the process that takes the database's advisory lock
+``PRUNE_LOCK``; the others skip that round, so the dags are pruned once per interval,
+not once per process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from taskexec.services import retention
 
 log = logging.getLogger(__name__)
 
+# The advisory lock that makes one server process prune at a time.
+PRUNE_LOCK = "taskexec.prune_rendered_fields"
+
 # How long shutdown waits for a batch in flight to commit before cancelling it.
 STOP_GRACE_SECONDS = 5.0
 
@@ -29,6 +34,7 @@ class Pruner:
         self.db = db
         self.settings = settings
         self.rounds = 0
+        self.skipped_rounds = 0  # another process held the lock
         self.failed_rounds = 0
         self.rows_deleted = 0
         self._stop = asyncio.Event()
@@ -53,12 +59,16 @@ class Pruner:
     async def prune_once(self) -> retention.PruneResult | None:
         """One round; an error is logged and left to the next round, never raised."""
         try:
-            result = await retention.prune_rendered_fields(
-                self.db,
-                retain=self.settings.rendered_fields_retain_runs,
-                batch_size=self.settings.prune_batch_size,
-                should_stop=self._stop.is_set,
-            )
+            async with self.db.try_lock(PRUNE_LOCK) as leader:
+                if not leader:
+                    self.skipped_rounds += 1
+                    return None
+                result = await retention.prune_rendered_fields(
+                    self.db,
+                    retain=self.settings.rendered_fields_retain_runs,
+                    batch_size=self.settings.prune_batch_size,
+                    should_stop=self._stop.is_set,
+                )
         except Exception:
             # One bad round must not end the loop: the next one may well succeed.
             self.failed_rounds += 1

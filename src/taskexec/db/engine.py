@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -251,6 +253,37 @@ class Database:
                 )
                 await asyncio.sleep(random.uniform(0, delay) + delay / 2)
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def try_lock(self, name: str) -> AsyncIterator[bool]:
+        """Hold the database-wide advisory lock ``name`` for the block if it is free;
+        yields whether this process got it. Never waits for it.
+
+        PostgreSQL ``pg_try_advisory_lock``, MySQL/MariaDB ``GET_LOCK(name, 0)``: both
+        belong to the session, so a process that dies releases it with its connection.
+        SQLite has no such lock and always yields True (its writers queue anyway).
+        """
+        if self.dialect == "sqlite":
+            yield True
+            return
+        async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                params: dict[str, Any] = {"key": zlib.crc32(name.encode())}
+                take = sa.text("SELECT pg_try_advisory_lock(:key)")
+                release = sa.text("SELECT pg_advisory_unlock(:key)")
+            else:
+                params = {"key": name}
+                take = sa.text("SELECT GET_LOCK(:key, 0)")
+                release = sa.text("SELECT RELEASE_LOCK(:key)")
+            got = bool(await conn.scalar(take, params))
+            # The lock outlives the transaction: end it rather than sit idle in one.
+            await conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(release, params)
+                    await conn.commit()
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

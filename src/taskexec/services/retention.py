@@ -4,13 +4,14 @@ Airflow deletes old rendered fields inside every worker's write transaction, whi
 MySQL deadlocks with concurrent upserts and, with many mapped task instances, runs into
 statement timeouts. Here pruning is its own job (the server's background task or
 ``taskexec db prune``): per dag, it deletes at most ``batch_size`` rows per transaction,
-in primary-key order, through ``Database.write``. A worker's write never waits on more
+chosen in primary-key order, through ``Database.write``. A worker's write never waits on more
 than one short batch, and a deadlock or lock timeout is retried by the transaction owner
 like any other, then logged and left for the next round; a worker never sees it.
 
-Several server processes each run a pruner. They do not harm each other: each batch is
-small and locks its rows in the same (primary-key) order, a row another pruner already
-deleted is simply not deleted twice, and a conflict is retried.
+The server's background pruner runs a round in one process at a time (an advisory
+lock, see ``api/pruner``). Should two prunes still overlap (``taskexec db prune`` by
+hand beside the server), they are harmless to each other: batches are small, a row
+already deleted is not deleted twice, and a deadlock is retried.
 """
 
 from __future__ import annotations
@@ -88,12 +89,17 @@ class PruneResult:
 # --- the statements (services: keyword-only conn, no commit) -----------------------
 
 
-async def count_runs_per_dag(*, conn: AsyncConnection) -> dict[str, int]:
-    """Every dag that has runs, with its number of runs."""
-    rows = await conn.execute(
-        sa.select(dr.c.dag_id, sa.func.count()).group_by(dr.c.dag_id).order_by(dr.c.dag_id)
-    )
-    return {dag_id: count for dag_id, count in rows}
+async def list_dags_with_fields(*, conn: AsyncConnection) -> list[str]:
+    """The dags that have rendered fields stored: the only ones pruning can touch."""
+    # From the rendered-fields table (its primary key starts with dag_id), which
+    # retention keeps small, rather than from dag_run, which grows without end.
+    return list(await conn.scalars(sa.select(rtif.c.dag_id).distinct().order_by(rtif.c.dag_id)))
+
+
+async def count_runs(*, conn: AsyncConnection, dag_id: str) -> int:
+    """How many runs the dag has."""
+    count = await conn.scalar(sa.select(sa.func.count()).where(dr.c.dag_id == dag_id))
+    return count or 0
 
 
 async def find_cutoff(*, conn: AsyncConnection, dag_id: str, retain: int) -> Cutoff | None:
@@ -132,39 +138,40 @@ async def count_prunable(*, conn: AsyncConnection, dag_id: str, cutoff: Cutoff) 
     return count or 0
 
 
-async def prune_batch(
+async def select_old_keys(
     *, conn: AsyncConnection, dag_id: str, cutoff: Cutoff, limit: int
-) -> tuple[int, int]:
-    """Delete up to ``limit`` rendered-fields rows of runs older than ``cutoff``, in
-    primary-key order; returns (rows selected, rows deleted)."""
-    # Selecting and then deleting by primary key is safe here: a run older than the
-    # cutoff never becomes newer again (new runs only push it further back), so a row
-    # chosen as old is still old when deleted, even if a worker rewrote it meanwhile.
-    # The upserts of new runs touch other rows. Taking the keys in primary-key order
-    # makes every pruner lock rows in the same order, so pruners cannot deadlock
-    # each other.
-    keys: list[Key] = [
-        (row.dag_id, row.task_id, row.run_id, row.map_index)
-        for row in await conn.execute(_old_rows(dag_id, cutoff).order_by(*_PK).limit(limit))
-    ]
-    if not keys:
-        return 0, 0
+) -> list[Key]:
+    """Up to ``limit`` keys of rendered-fields rows of runs older than ``cutoff``, in
+    primary-key order."""
+    rows = await conn.execute(_old_rows(dag_id, cutoff).order_by(*_PK).limit(limit))
+    return [(row.dag_id, row.task_id, row.run_id, row.map_index) for row in rows]
+
+
+async def prune_batch(*, conn: AsyncConnection, keys: list[Key]) -> int:
+    """Delete the rendered-fields rows with these primary keys; returns rows deleted."""
+    # The keys were selected in an earlier, read-only transaction. That is safe here: a
+    # run older than the cutoff never becomes newer again (new runs only push it further
+    # back), so a row chosen as old is still old when deleted, even if a worker rewrote
+    # it meanwhile. The upserts of new runs touch other rows. Selecting outside the write
+    # transaction means a round with nothing to delete takes no write lock at all.
+    # The whole primary key in the IN list lets MySQL/MariaDB use the primary key for
+    # each row, instead of a range over all the dag's rows.
     result = await conn.execute(
-        sa.delete(rtif)
-        .where(
-            rtif.c.dag_id == dag_id,
-            sa.tuple_(rtif.c.task_id, rtif.c.run_id, rtif.c.map_index).in_(
-                [key[1:] for key in keys]
-            ),
-        )
-        .execution_options(preserve_rowcount=True)
+        sa.delete(rtif).where(sa.tuple_(*_PK).in_(keys)).execution_options(preserve_rowcount=True)
     )
-    return len(keys), result.rowcount
+    return result.rowcount
 
 
 # --- one prune: many short transactions through the transaction owner ---------------
 
-_RETENTION_WORK = ("count_runs_per_dag", "find_cutoff", "count_prunable", "prune_batch")
+_RETENTION_WORK = (
+    "list_dags_with_fields",
+    "count_runs",
+    "find_cutoff",
+    "count_prunable",
+    "select_old_keys",
+    "prune_batch",
+)
 
 
 def _retries(db: db_engine.Database) -> int:
@@ -185,10 +192,10 @@ async def prune_rendered_fields(
     if retain <= 0:
         return result
     try:
-        runs = await db.read(count_runs_per_dag)
-        for dag_id, count in runs.items():
+        for dag_id in await db.read(list_dags_with_fields):
             if should_stop is not None and should_stop():
                 break
+            count = await db.read(count_runs, dag_id=dag_id)
             dag = DagPruned(dag_id=dag_id, runs=count, runs_kept=min(count, retain))
             result.dags.append(dag)
             if count <= retain:
@@ -224,14 +231,12 @@ async def _prune_dag(
         dag.batches = -(-dag.rows // batch_size)
         return
     while should_stop is None or not should_stop():
-        selected, deleted = await db.write(
-            prune_batch, dag_id=dag.dag_id, cutoff=cutoff, limit=batch_size
-        )
-        if selected == 0:
+        keys = await db.read(select_old_keys, dag_id=dag.dag_id, cutoff=cutoff, limit=batch_size)
+        if not keys:
             break
         dag.batches += 1
-        dag.rows += deleted
+        dag.rows += await db.write(prune_batch, keys=keys)
         # A short batch was the last one; stopping here also bounds the loop should
         # workers keep writing rows for old runs.
-        if selected < batch_size:
+        if len(keys) < batch_size:
             break
