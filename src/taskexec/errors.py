@@ -132,6 +132,7 @@ class RenderedFieldsNotFoundError(NotFoundError):
 
 
 class ReadAccessDeniedError(TaskExecError):
-    """The read API answers only loopback clients unless TASKEXEC_API_TOKEN is set."""
+    """The read API answers only loopback clients (asking for localhost or a loopback
+    address) unless TASKEXEC_API_TOKEN is set."""
 
     reason = "read_token_required"

@@ -266,21 +266,25 @@ def test_token_rules(token_server: LiveServer, settings: Settings) -> None:
 def test_without_token_only_loopback_clients_are_served(settings: Settings) -> None:
     app = create_app(settings)
 
-    async def get(client_host: str) -> httpx.Response:
+    async def get(client_host: str, asked: str = "127.0.0.1:8080") -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=(client_host, 5555))
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+            httpx.AsyncClient(transport=transport, base_url=f"http://{asked}") as c,
         ):
             return await c.get(f"{API}/dags")
 
     assert asyncio.run(get("127.0.0.1")).status_code == 200
-    assert asyncio.run(get("::1")).status_code == 200
+    assert asyncio.run(get("::1", "[::1]:8080")).status_code == 200
+    assert asyncio.run(get("::ffff:127.0.0.1", "localhost:8080")).status_code == 200
     _assert_error(asyncio.run(get("10.1.2.3")), 403, "read_token_required")
+    # DNS rebinding: a loopback connection asking for another site's name.
+    _assert_error(asyncio.run(get("127.0.0.1", "evil.example")), 403, "read_token_required")
 
 
 def test_is_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("127.8.9.10") and is_loopback("::1")
+    assert is_loopback("::ffff:127.0.0.1") and not is_loopback("::ffff:10.0.0.1")
     assert not is_loopback("10.0.0.1") and not is_loopback(None) and not is_loopback("host")
     assert not is_loopback(str(uuid.uuid4()))
 

@@ -288,7 +288,7 @@ def test_the_server_prunes_in_the_background(settings: Settings, sync_engine: sa
         deadline = time.monotonic() + 20
         while len(rtif_count(sync_engine)) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        # Workers keep writing meanwhile: the first write for a new run is unaffected.
+        # With the pruner running, a worker's first write for a new run still gets its 201.
         created = asyncio.run(cli.create_run(fast, dag_id="etl", tasks=1, map_count=None))
         ti = created.task_instances[0]
         with live.client() as client:

@@ -254,6 +254,16 @@ def test_sign_in_flow(token_server: LiveServer, settings: Settings) -> None:
         c.cookies.set(deps.READ_TOKEN_COOKIE, "stale")
         assert "Sign in again" in _html(c.get("/ui/"), 401)
     with token_server.client() as c:
+        # A form on another site cannot sign this browser in (or out): no cookie is set.
+        for path in ("/ui/login", "/ui/logout"):
+            for header in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+                forged = c.post(path, data={"token": "s3cret-token"}, headers=header)
+                assert "Refused" in _html(forged, 403)
+                assert "set-cookie" not in forged.headers
+        own = f"http://{c.base_url.host}:{c.base_url.port}"
+        same = c.post("/ui/login", data={"token": "s3cret-token"}, headers={"Origin": own})
+        assert same.status_code == 303 and deps.READ_TOKEN_COOKIE in same.headers["set-cookie"]
+    with token_server.client() as c:
         # Tools may send the Bearer header instead of the cookie.
         assert run.run_id in _html(c.get("/ui/", headers=auth("s3cret-token")))
 
@@ -262,11 +272,11 @@ def test_sign_in_flow(token_server: LiveServer, settings: Settings) -> None:
 def test_without_token_only_loopback_clients_are_served(settings: Settings) -> None:
     app = create_app(settings)
 
-    async def get(client_host: str) -> httpx.Response:
+    async def get(client_host: str, asked: str = "127.0.0.1:8080") -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=(client_host, 5555))
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+            httpx.AsyncClient(transport=transport, base_url=f"http://{asked}") as c,
         ):
             return await c.get("/ui/")
 

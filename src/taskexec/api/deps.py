@@ -96,11 +96,25 @@ _read_bearer = HTTPBearer(auto_error=False, description="The read API token (TAS
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` is a loopback address (127.0.0.0/8 or ::1)."""
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1, or 127.x mapped to IPv6)."""
+    if host is None:
+        return False
     try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _loopback_request(request: Request) -> bool:
+    # The client's address, and also the name it asked for: a page on another site whose
+    # name was rebound to 127.0.0.1 (DNS rebinding) comes from loopback too, but asks
+    # for its own name, not for localhost.
+    client = request.client.host if request.client else None
+    asked = request.url.hostname
+    return is_loopback(client) and (asked == "localhost" or is_loopback(asked))
 
 
 def open_read_warning(host: str, settings: Settings) -> str | None:
@@ -124,11 +138,12 @@ async def require_reader(
     With ``TASKEXEC_API_TOKEN`` set, every request must carry it (Bearer header, or the
     web page's cookie). Without it, only loopback clients are answered: the embedded
     default stays zero-setup, and a server exposed on a network does not leak what ran.
+    (The Host asked for must be a loopback name too, against DNS rebinding.)
     """
     configured = request.app.state.settings.api_token
     expected = configured.get_secret_value() if configured is not None else ""
     if not expected:
-        if not is_loopback(request.client.host if request.client else None):
+        if not _loopback_request(request):
             raise errors.ReadAccessDeniedError()
         return
     given = credentials.credentials if credentials else request.cookies.get(READ_TOKEN_COOKIE)

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.concurrency import run_in_threadpool
 
 from taskexec import errors, schemas
 from taskexec.api import deps
@@ -123,6 +124,16 @@ def _error(
         back_href=back_href,
         back_label=back_label,
     )
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form POST came from this server's own pages (a cross-site form could
+    otherwise sign a browser in with another token, or out)."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+    # No Origin (older browsers, tools): fall back on Fetch Metadata when it is sent.
+    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
 def _safe_next(request: Request, target: str) -> str:
@@ -237,7 +248,7 @@ ui = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
 async def _runs_and_dags(
     *, conn: AsyncConnection, dag_id: str | None, limit: int, offset: int
 ) -> tuple[schemas.Page[schemas.DagSummary], schemas.Page[schemas.DagRunSummary]]:
-    # Both lists from one transaction, so the run counts match the runs shown.
+    # Both lists in one read transaction: one pooled connection for the page.
     dag_page = await dags.list_dags(conn=conn, limit=DAG_LIST_LIMIT, offset=0)
     runs = await dag_runs.list_runs(conn=conn, dag_id=dag_id, limit=limit, offset=offset)
     return dag_page, runs
@@ -316,11 +327,16 @@ async def fields_page(
         return _error(request, 404, "No rendered fields", exc.message, back)
     indexes = view.map_indexes
     position = indexes.index(map_index)
+    # Highlighting a large field takes a while: off the event loop, so the workers'
+    # requests this process serves meanwhile do not wait for it.
+    shown = await run_in_threadpool(
+        lambda: [highlight.show_value(f.value, f.renderer) for f in view.fields]
+    )
     return _page(
         request,
         "fields.html",
         view=view,
-        fields=[(f, highlight.show_value(f.value, f.renderer)) for f in view.fields],
+        fields=list(zip(view.fields, shown, strict=True)),
         previous_index=indexes[position - 1] if position > 0 else None,
         next_index=indexes[position + 1] if position + 1 < len(indexes) else None,
     )
@@ -339,6 +355,8 @@ async def login_form(
 @ui.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
     """Check the form's token; if it is right, keep it in an HttpOnly cookie and go on."""
+    if not _same_origin(request):
+        return _error(request, 403, "Refused", "This form must be sent from this server's pages.")
     # A plain urlencoded form: parsed here rather than adding python-multipart for it.
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = form.get("token", [""])[0].strip()
@@ -363,8 +381,10 @@ async def login(request: Request) -> Response:
 
 
 @ui.post("/logout")
-async def logout(request: Request) -> RedirectResponse:
+async def logout(request: Request) -> Response:
     """Forget the token this browser saved."""
+    if not _same_origin(request):
+        return _error(request, 403, "Refused", "This form must be sent from this server's pages.")
     response = RedirectResponse(_href(_base(request), "login"), status_code=303)
     response.delete_cookie(deps.READ_TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -396,9 +416,9 @@ async def unknown_page(path: str) -> Response:
 
 
 @router.get("/")
-async def root() -> RedirectResponse:
+async def root(request: Request) -> RedirectResponse:
     """The server's root leads to the web page."""
-    return RedirectResponse("/ui/")
+    return RedirectResponse(_href(_base(request)))
 
 
 router.include_router(ui)
