@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from taskexec import cli, schemas
+from taskexec import cli, errors, schemas
 from taskexec.api.app import create_app
 from taskexec.api.deps import is_loopback, open_read_warning
 from taskexec.config import Settings
@@ -336,3 +336,14 @@ def test_nul_in_an_id_is_never_a_500(
         else:
             assert resp.status_code in (200, 404), resp.text
     assert responses[0].status_code != 200
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "run_id"),
+    [("etl", "a/b"), ("etl", ".."), ("etl", "sp ace"), ("a/b", "r"), ("etl", "x" * 251)],
+)
+def test_ids_that_a_url_cannot_carry_are_refused(
+    settings: Settings, dag_id: str, run_id: str
+) -> None:
+    with pytest.raises(errors.InvalidBodyError, match="must be 1-250 of the characters"):
+        asyncio.run(cli.create_run(settings, dag_id=dag_id, tasks=1, map_count=None, run_id=run_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +15,18 @@ from taskexec import errors, schemas
 from taskexec.db import errors as db_errors
 from taskexec.db import models, types
 from taskexec.db.models import DagRunState, TaskInstanceState
+
+# Airflow's run-id characters. Ids travel in URL paths (/api/v1, /ui): a "/" or a bare
+# "." or ".." could never be addressed there.
+_ID = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not _ID.fullmatch(value) or value in (".", ".."):
+        raise errors.InvalidBodyError(
+            f"{kind} {value!r} must be 1-250 of the characters A-Z a-z 0-9 _ . ~ : + - "
+            "(and not . or ..)."
+        )
 
 
 async def create_dag_run(
@@ -28,6 +41,10 @@ async def create_dag_run(
 ) -> list[dict[str, Any]]:
     """Create a dag run and one queued task instance per ``(task_id, map_index)``;
     ``max_tries`` is one number for all tasks or one per task id."""
+    _check_id("dag id", dag_id)
+    _check_id("run id", run_id)
+    for task_id in {task_id for task_id, _ in tasks}:
+        _check_id("task id", task_id)
     now = types.utcnow()
     try:
         await conn.execute(
