@@ -61,10 +61,12 @@ def run(settings: Settings, *, workers: int | None = None) -> bool:
         )
     console.print(summary_table(report))
     logs = settings.effective_logs_dir
-    page = f"http://127.0.0.1:8080/ui/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
+    page = f"http://127.0.0.1:8080/ui/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe=':+')}"
     console.print(
         f"rendered fields: run `taskexec serve`, then open {page}\n"
         f"  (or GET /api/v1/dags/{DAG_ID}/runs; stored in {settings.effective_database_url})\n"
-        f"task logs: taskexec logs {DAG_ID} '{run_id}' transform --map-index 0   (files in {logs})"
+        f"task logs: taskexec logs {DAG_ID} '{run_id}' transform --map-index 0   (files in {logs})",
+        # Long links and commands stay whole, so they can be copied.
+        soft_wrap=True,
     )
     return not report.counts.get("failed") and report.writes.non_2xx == 0

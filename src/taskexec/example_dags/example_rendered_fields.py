@@ -6,6 +6,9 @@
 - ``load`` carries a secret in three ways: under a sensitive name (``DB_PASSWORD``),
   as a registered secret, and inside a connection URL; none may reach the database.
 - ``flaky`` fails on its first try and succeeds on the retry.
+- ``report``'s rendered ``templates_dict`` lists every shard it read: longer than
+  ``max_templated_field_length`` (4096), so the worker truncates it and the web page
+  marks it so.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ with Dag(
         "report",
         python_callable=build_report,
         templates_dict={
-            "query": "SELECT count(*) FROM dw.events WHERE ds = '{{ ds }}' -- run {{ run_id }}"
+            "query": "SELECT count(*) FROM dw.events WHERE ds = '{{ ds }}' -- run {{ run_id }}",
+            "inputs": (
+                "{% for i in range(params.shards) %}{{ params.source }}/part-{{ i }} {% endfor %}"
+            ),
         },
     )
