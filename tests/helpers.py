@@ -7,8 +7,10 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from taskexec import cli, schemas
 from taskexec.config import Settings
@@ -25,6 +27,23 @@ def seed(
             settings, dag_id="test_dag", tasks=tasks, map_count=map_count, max_tries=max_tries
         )
     )
+
+
+def get_as(
+    app: FastAPI, path: str, client_host: str, asked: str = "127.0.0.1:8080"
+) -> httpx.Response:
+    """GET ``path`` from ``app`` in-process (lifespan included), as a client at
+    ``client_host`` asking for the host ``asked``."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(client_host, 5555))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url=f"http://{asked}") as c,
+        ):
+            return await c.get(path)
+
+    return asyncio.run(go())
 
 
 def auth(token: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from taskexec.config import Settings
 from taskexec.db import models
 
 from conftest import LiveServer
-from helpers import auth, only, seed
+from helpers import auth, get_as, only, seed
 
 API = "/api/v1"
 
@@ -265,21 +265,13 @@ def test_token_rules(token_server: LiveServer, settings: Settings) -> None:
 @only("sqlite")
 def test_without_token_only_loopback_clients_are_served(settings: Settings) -> None:
     app = create_app(settings)
-
-    async def get(client_host: str, asked: str = "127.0.0.1:8080") -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=(client_host, 5555))
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url=f"http://{asked}") as c,
-        ):
-            return await c.get(f"{API}/dags")
-
-    assert asyncio.run(get("127.0.0.1")).status_code == 200
-    assert asyncio.run(get("::1", "[::1]:8080")).status_code == 200
-    assert asyncio.run(get("::ffff:127.0.0.1", "localhost:8080")).status_code == 200
-    _assert_error(asyncio.run(get("10.1.2.3")), 403, "read_token_required")
+    dags = f"{API}/dags"
+    assert get_as(app, dags, "127.0.0.1").status_code == 200
+    assert get_as(app, dags, "::1", "[::1]:8080").status_code == 200
+    assert get_as(app, dags, "::ffff:127.0.0.1", "localhost:8080").status_code == 200
+    _assert_error(get_as(app, dags, "10.1.2.3"), 403, "read_token_required")
     # DNS rebinding: a loopback connection asking for another site's name.
-    _assert_error(asyncio.run(get("127.0.0.1", "evil.example")), 403, "read_token_required")
+    _assert_error(get_as(app, dags, "127.0.0.1", "evil.example"), 403, "read_token_required")
 
 
 def test_is_loopback() -> None:

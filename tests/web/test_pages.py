@@ -18,7 +18,7 @@ from taskexec.config import Settings
 from taskexec.sdk import serialization
 
 from conftest import LiveServer
-from helpers import auth, only, seed
+from helpers import auth, get_as, only, seed
 
 XSS = "<script>window.__xss=1</script>"
 SQL = "SELECT id, name\nFROM users\nWHERE id = 42"
@@ -271,15 +271,6 @@ def test_sign_in_flow(token_server: LiveServer, settings: Settings) -> None:
 @only("sqlite")
 def test_without_token_only_loopback_clients_are_served(settings: Settings) -> None:
     app = create_app(settings)
-
-    async def get(client_host: str, asked: str = "127.0.0.1:8080") -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=(client_host, 5555))
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url=f"http://{asked}") as c,
-        ):
-            return await c.get("/ui/")
-
-    assert asyncio.run(get("127.0.0.1")).status_code == 200
-    page = _html(asyncio.run(get("10.1.2.3")), 403)
+    assert get_as(app, "/ui/", "127.0.0.1").status_code == 200
+    page = _html(get_as(app, "/ui/", "10.1.2.3"), 403)
     assert "TASKEXEC_API_TOKEN" in page
