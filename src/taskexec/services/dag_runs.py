@@ -92,13 +92,18 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 RUN_ORDER = (models.dag_run.c.run_after.desc(), models.dag_run.c.id.desc())
 
 
+async def _require_dag(conn: AsyncConnection, dag_id: str) -> None:
+    dr = models.dag_run
+    if await conn.scalar(sa.select(dr.c.id).where(dr.c.dag_id == dag_id).limit(1)) is None:
+        raise errors.DagNotFoundError()
+
+
 async def list_dag_runs(
     *, conn: AsyncConnection, dag_id: str, state: str | None, limit: int, offset: int
 ) -> schemas.Page[schemas.DagRunSummary]:
     """The dag's runs, newest first, optionally only those in ``state``."""
+    await _require_dag(conn, dag_id)
     dr = models.dag_run
-    if await conn.scalar(sa.select(dr.c.id).where(dr.c.dag_id == dag_id).limit(1)) is None:
-        raise errors.DagNotFoundError()
     where = [dr.c.dag_id == dag_id]
     if state is not None:
         where.append(dr.c.state == state)
@@ -139,6 +144,5 @@ async def require_dag_run(*, conn: AsyncConnection, dag_id: str, run_id: str) ->
         sa.select(dr.c.id).where(dr.c.dag_id == dag_id, dr.c.run_id == run_id)
     )
     if found is None:
-        if await conn.scalar(sa.select(dr.c.id).where(dr.c.dag_id == dag_id).limit(1)) is None:
-            raise errors.DagNotFoundError()
+        await _require_dag(conn, dag_id)
         raise errors.DagRunNotFoundError()
