@@ -22,12 +22,12 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from taskexec.api.app import create_app
-from taskexec.api.background import background_server
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import migrate
 from taskexec.race import databases
+from taskexec.server.app import create_app
+from taskexec.server.background import background_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ("sqlite", "postgresql", "mariadb")

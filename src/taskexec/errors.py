@@ -95,6 +95,12 @@ class TokenSubjectMismatchError(TaskExecError):
     reason = "token_subject_mismatch"
 
 
+class InvalidValueError(TaskExecError):
+    """The database cannot store this value."""
+
+    reason = "invalid_value"
+
+
 class DatabaseUnavailableError(TaskExecError):
     """The database is busy or unreachable; retry the request."""
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from taskexec import cli, schemas
+from taskexec import schemas
 from taskexec.sdk import serialization
 
 from conftest import IN_CI, LiveServer
-from helpers import auth, only
+from helpers import auth, create_run, only
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -97,7 +97,7 @@ def _create_run(settings: Any, dag_id: str, map_count: int | None) -> schemas.Cr
     created: list[schemas.CreatedDagRun] = []
     worker = threading.Thread(
         target=lambda: created.append(
-            asyncio.run(cli.create_run(settings, dag_id=dag_id, tasks=1, map_count=map_count))
+            create_run(settings, dag_id=dag_id, tasks=1, map_count=map_count)
         )
     )
     worker.start()

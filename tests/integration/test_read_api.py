@@ -13,14 +13,14 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from taskexec import cli, errors, schemas
-from taskexec.api.app import create_app
+from taskexec import errors, schemas
 from taskexec.api.deps import is_loopback, open_read_warning
 from taskexec.config import Settings
 from taskexec.db import models
+from taskexec.server.app import create_app
 
 from conftest import LiveServer
-from helpers import auth, get_as, only, seed
+from helpers import auth, create_run, get_as, only, seed
 
 API = "/api/v1"
 
@@ -52,10 +52,10 @@ def test_dags_runs_and_pagination(
     client: httpx.Client, settings: Settings, sync_engine: sa.Engine
 ) -> None:
     runs = [
-        asyncio.run(cli.create_run(settings, dag_id="alpha", tasks=1, map_count=None))
+        create_run(settings, dag_id="alpha", tasks=1)
         for _ in range(5)
     ]
-    asyncio.run(cli.create_run(settings, dag_id="beta", tasks=2, map_count=None))
+    create_run(settings, dag_id="beta", tasks=2)
     _set_run_state(sync_engine, runs[1].run_id, "success")
     _set_run_state(sync_engine, runs[3].run_id, "success")
 
@@ -338,4 +338,4 @@ def test_ids_that_a_url_cannot_carry_are_refused(
     settings: Settings, dag_id: str, run_id: str
 ) -> None:
     with pytest.raises(errors.InvalidBodyError, match="must be 1-250 of the characters"):
-        asyncio.run(cli.create_run(settings, dag_id=dag_id, tasks=1, map_count=None, run_id=run_id))
+        create_run(settings, dag_id=dag_id, tasks=1, run_id=run_id)

@@ -11,14 +11,14 @@ import re
 import httpx
 import pytest
 
-from taskexec import cli, schemas
+from taskexec import schemas
 from taskexec.api import deps
-from taskexec.api.app import create_app
 from taskexec.config import Settings
 from taskexec.sdk import serialization
+from taskexec.server.app import create_app
 
 from conftest import LiveServer
-from helpers import auth, get_as, only, seed
+from helpers import auth, create_run, get_as, only, seed
 
 XSS = "<script>window.__xss=1</script>"
 SQL = "SELECT id, name\nFROM users\nWHERE id = 42"
@@ -89,7 +89,7 @@ def mapped_run(client: httpx.Client, settings: Settings) -> schemas.CreatedDagRu
 
 def test_runs_page_lists_runs_newest_first(client: httpx.Client, settings: Settings) -> None:
     older = seed(settings)
-    newer = asyncio.run(cli.create_run(settings, dag_id="other_dag", tasks=1, map_count=None))
+    newer = create_run(settings, dag_id="other_dag", tasks=1)
 
     page = _html(client.get("/ui/"))
     assert older.run_id in page and newer.run_id in page

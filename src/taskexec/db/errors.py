@@ -146,6 +146,11 @@ def retry_kind(exc: BaseException) -> str:
     return "other"
 
 
+def is_database_error(exc: BaseException) -> bool:
+    """True for an error the database or its driver raised."""
+    return isinstance(exc, sa.exc.DBAPIError)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True for trouble that retrying the whole transaction may cure."""
     return classify(exc) is Kind.RETRYABLE

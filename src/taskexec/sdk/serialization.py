@@ -10,13 +10,14 @@ from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring
 from typing import Any, TypeAlias
 
+from taskexec.wire import protocol
+
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 
-TRUNCATION_PREFIX = "Truncated. You can change this behaviour in max_templated_field_length. "
+TRUNCATION_PREFIX = protocol.TRUNCATION_PREFIX
 DEFAULT_MAX_TEMPLATED_FIELD_LENGTH = 4096
-# Containers nested more than this many levels deep are replaced by TOO_DEEP: the
-# server stores JSON through orjson, which refuses to write past 254 levels.
-MAX_DEPTH = 200
+# Containers nested deeper than the server accepts are replaced by TOO_DEEP.
+MAX_DEPTH = protocol.MAX_NESTING_DEPTH
 # JSON numbers the server accepts (orjson): signed 64-bit; larger ints are sent as text.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 TOO_DEEP = "<too deep>"
@@ -229,8 +230,3 @@ def serialize_and_truncate(
     if len(text) > max_length:
         return truncate_rendered_value(text, max_length)
     return serialized
-
-
-def is_truncated(value: object) -> bool:
-    """Whether ``value`` is a truncated field (a str starting with the notice)."""
-    return isinstance(value, str) and value.startswith(TRUNCATION_PREFIX)

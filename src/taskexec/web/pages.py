@@ -22,13 +22,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.concurrency import run_in_threadpool
 
 from taskexec import errors, schemas
 from taskexec.api import deps
 from taskexec.db import models
-from taskexec.services import dag_runs, dags, rendered_fields, task_instances
+from taskexec.services import dags, rendered_fields, task_instances
 from taskexec.web import highlight
 
 SECURITY_HEADERS = {
@@ -245,15 +244,6 @@ router = APIRouter(include_in_schema=False)
 ui = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
 
 
-async def _runs_and_dags(
-    *, conn: AsyncConnection, dag_id: str | None, limit: int, offset: int
-) -> tuple[schemas.Page[schemas.DagSummary], schemas.Page[schemas.DagRunSummary]]:
-    # Both lists in one read transaction: one pooled connection for the page.
-    dag_page = await dags.list_dags(conn=conn, limit=DAG_LIST_LIMIT, offset=0)
-    runs = await dag_runs.list_runs(conn=conn, dag_id=dag_id, limit=limit, offset=offset)
-    return dag_page, runs
-
-
 @ui.get("/", response_class=HTMLResponse, dependencies=[deps.ReaderDep])
 async def runs_page(
     request: Request,
@@ -264,7 +254,11 @@ async def runs_page(
 ) -> HTMLResponse:
     """Runs of every dag (or of one), newest first, beside the dags and their run counts."""
     dag_page, runs = await db.read(
-        _runs_and_dags, dag_id=dag_id or None, limit=limit, offset=offset
+        dags.list_dags_and_runs,
+        dags_limit=DAG_LIST_LIMIT,
+        dag_id=dag_id or None,
+        limit=limit,
+        offset=offset,
     )
     return _page(
         request,

@@ -14,6 +14,8 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from taskexec.wire import protocol
+
 DEFAULT_SENSITIVE_WORDS: frozenset[str] = frozenset(
     {
         "access_token",
@@ -35,8 +37,9 @@ MASK = "***"
 MIN_SECRET_LENGTH = 5
 # Values nested more than this many containers deep are replaced by MASK as a whole:
 # walking them is possible, but nothing downstream (repr, json, orjson) could handle the
-# result, and masking the whole subtree can never leak what is inside it.
-MAX_DEPTH = 2000
+# result, and masking the whole subtree can never leak what is inside it. Far deeper than
+# the wire allows: the masker also guards values that never crossed it.
+MAX_DEPTH = 10 * protocol.MAX_NESTING_DEPTH
 
 _NAME_CACHE_SIZE = 4096
 
