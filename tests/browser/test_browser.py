@@ -9,7 +9,6 @@ where that fails the run (as the database fixtures do).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
@@ -22,6 +21,7 @@ import pytest
 
 from taskexec import schemas
 from taskexec.sdk import serialization
+from taskexec.wire import protocol
 
 from conftest import IN_CI, LiveServer
 from helpers import auth, create_run, only
@@ -112,7 +112,7 @@ def _put(
     fields: dict[str, object],
     meta: dict[str, object],
 ) -> None:
-    headers = {**auth(ti.token), schemas.FIELD_META_HEADER: json.dumps(meta)}
+    headers = {**auth(ti.token), protocol.FIELD_META_HEADER: json.dumps(meta)}
     resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json=fields, headers=headers)
     assert resp.status_code == 201, resp.text
 

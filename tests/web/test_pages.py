@@ -4,7 +4,6 @@ security headers and the sign-in flow. Fields are written through the real PUT /
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
@@ -16,6 +15,7 @@ from taskexec.api import deps
 from taskexec.config import Settings
 from taskexec.sdk import serialization
 from taskexec.server.app import create_app
+from taskexec.wire import protocol
 
 from conftest import LiveServer
 from helpers import auth, create_run, get_as, only, seed
@@ -51,7 +51,7 @@ def _put(
 ) -> None:
     headers = auth(ti.token)
     if meta is not None:
-        headers[schemas.FIELD_META_HEADER] = json.dumps(meta)
+        headers[protocol.FIELD_META_HEADER] = json.dumps(meta)
     resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json=fields, headers=headers)
     assert resp.status_code == 201, resp.text
 
