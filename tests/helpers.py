@@ -17,6 +17,7 @@ from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import models
 from taskexec.race import harness
+from taskexec.sdk.dag import Dag
 from taskexec.security import TokenSigner
 from taskexec.services import dag_runs
 
@@ -43,6 +44,19 @@ def create_run(
             )
 
     return schemas.CreatedDagRun.with_tokens(asyncio.run(go()), TokenSigner(settings).mint)
+
+
+def trigger(settings: Settings, dag: Dag) -> schemas.NewDagRun:
+    """Create a run of ``dag`` with its task instances queued, as ``taskexec trigger``
+    does: through the transaction owner and the one service that creates runs."""
+
+    async def go() -> schemas.NewDagRun:
+        async with db_engine.open_database(settings) as db:
+            return await db.write(
+                dag_runs.create_dag_run, dag_id=dag.dag_id, tasks=dag.task_instance_keys()
+            )
+
+    return asyncio.run(go())
 
 
 def seed(

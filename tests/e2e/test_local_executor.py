@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from taskexec import trigger
 from taskexec.config import Settings
 from taskexec.db import models
 from taskexec.executors import local
+from taskexec.race import proxy
 from taskexec.sdk.dag import load_dags
 
 from conftest import LiveServer
-from helpers import report, rtif_rows
+from helpers import report, rtif_rows, trigger
 
 SECRET = "hunter2-very-secret"
 ITEMS = 200
@@ -63,27 +63,24 @@ def test_local_executor_runs_a_mapped_dag(
     dags_folder = tmp_path / "dags"
     dags_folder.mkdir()
     (dags_folder / "e2e_mapped.py").write_text(textwrap.dedent(DAG_FILE))
-    worker_settings = settings.model_copy(
-        update={"api_url": live_server.base_url, "dags_folder": dags_folder}
-    )
-    dag = load_dags(dags_folder)["e2e_mapped"]
-    run_id, rows = asyncio.run(trigger.trigger_dag(worker_settings, dag))
-    assert len(rows) == ITEMS + 2
+    run = trigger(settings, load_dags(dags_folder)["e2e_mapped"])
+    assert len(run.task_instances) == ITEMS + 2
 
-    result = local.run_local(
-        worker_settings, "e2e_mapped", run_id, workers=8, duplicate_writes=True
-    )
-    writes = result.writes
+    # Every rendered-fields PUT goes through the race's proxy, which sends it twice.
+    with proxy.recording_proxy(live_server.base_url, duplicate=True) as (url, writes):
+        worker_settings = settings.model_copy(update={"api_url": url, "dags_folder": dags_folder})
+        result = asyncio.run(local.run_local(worker_settings, "e2e_mapped", run.run_id, workers=8))
     report(
         f"[{backend}] local executor, 8 processes: {sum(result.counts.values())} task instances "
         f"{dict(result.counts)}, RTIF writes {writes.sent} "
-        f"(duplicates in flight {writes.duplicates}), non-2xx {writes.non_2xx}, "
+        f"(duplicates in flight {writes.duplicates}), non-2xx {writes.non_2xx} "
+        f"{dict(writes.statuses)}, "
         f"p50 {writes.percentile(50) * 1000:.1f} ms, p99 {writes.percentile(99) * 1000:.1f} ms, "
         f"{result.seconds:.1f}s"
     )
     assert dict(result.counts) == {"success": ITEMS + 2}
-    assert result.writes.non_2xx == 0
-    assert result.writes.sent == 2 * (ITEMS + 3)  # every PUT twice; flaky wrote on both tries
+    assert writes.non_2xx == 0
+    assert writes.sent == 2 * (ITEMS + 3)  # every PUT twice; flaky wrote on both tries
 
     stored = {(r["task_id"], r["map_index"]): r for r in rtif_rows(sync_engine)}
     assert len(stored) == ITEMS + 2
@@ -123,6 +120,6 @@ def test_unreachable_api_fails_the_claimed_tries_instead_of_hanging(
             "execution_api_retries": 1,
         }
     )
-    run_id, _ = asyncio.run(trigger.trigger_dag(nowhere, load_dags(dags_folder)["tiny"]))
-    result = local.run_local(nowhere, "tiny", run_id, workers=1)
+    run = trigger(nowhere, load_dags(dags_folder)["tiny"])
+    result = asyncio.run(local.run_local(nowhere, "tiny", run.run_id, workers=1))
     assert dict(result.counts) == {"failed": 2}

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from taskexec.api.app import create_app
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
+from taskexec.server.app import create_app
 
 from conftest import TEST_SECRET, LiveServer, run_server
 from helpers import auth, only, rtif_rows, seed

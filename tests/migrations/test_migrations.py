@@ -6,6 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from taskexec import cli
+from taskexec.cli import common
+from taskexec.cli import db as db_commands
 from taskexec.config import Settings
 from taskexec.db import migrate, models, types
 
@@ -66,23 +68,23 @@ def test_downgrade_to_base_and_upgrade_again_with_rows(
 
 def test_db_check_command(settings: Settings, sync_engine: sa.Engine) -> None:
     args = cli.build_parser().parse_args(["db", "check"])
-    cli.cmd_db_check(args, settings)
+    db_commands.cmd_db_check(args, settings)
     migrate.downgrade(sync_engine, "base")
-    with pytest.raises(cli.CommandError, match="taskexec db upgrade"):
-        cli.cmd_db_check(args, settings)
+    with pytest.raises(common.CommandError, match="taskexec db upgrade"):
+        db_commands.cmd_db_check(args, settings)
     # ...and a schema that drifted from the models.
     migrate.upgrade(sync_engine)
     with sync_engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
-    with pytest.raises(cli.CommandError, match="differs from the models"):
-        cli.cmd_db_check(args, settings)
+    with pytest.raises(common.CommandError, match="differs from the models"):
+        db_commands.cmd_db_check(args, settings)
 
 
 def test_serve_refuses_an_old_schema_off_sqlite(settings: Settings, sync_engine: sa.Engine) -> None:
     migrate.downgrade(sync_engine, "base")
     if settings.is_embedded:
-        cli.ensure_schema(settings)  # the embedded default migrates itself
+        common.ensure_schema(settings)  # the embedded default migrates itself
         assert migrate.current_revision(sync_engine) == migrate.heads()[0]
         return
-    with pytest.raises(cli.CommandError, match="taskexec db upgrade"):
-        cli.ensure_schema(settings)
+    with pytest.raises(common.CommandError, match="taskexec db upgrade"):
+        common.ensure_schema(settings)

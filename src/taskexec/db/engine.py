@@ -159,11 +159,6 @@ def make_engine(url: str | URL, settings: Settings) -> AsyncEngine:
     return engine
 
 
-def read_only(engine: sa.Engine) -> sa.Engine:
-    """The same engine, beginning deferred (non-locking) transactions on SQLite."""
-    return engine.execution_options(**{READ_ONLY_OPTION: True})
-
-
 def make_sync_engine(url: str | URL, settings: Settings) -> sa.Engine:
     """A sync engine with the same setup, for migrations and admin commands."""
     parsed = sync_url(url)
@@ -251,7 +246,7 @@ class Database:
         self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         attempts = self.settings.db_retry_attempts
-        name: str = getattr(fn, _RETRY_NAME, None) or getattr(fn, "__name__", "?")
+        name = str(getattr(fn, _RETRY_NAME, None) or getattr(fn, "__name__", "?"))
         for attempt in range(1, attempts + 1):
             try:
                 async with engine.begin() as conn:

@@ -1,99 +1,108 @@
-"""The local executor: N worker processes, each claiming queued tries and running them."""
+"""The local executor: N worker processes on this machine.
+
+The executor hands queued tries to its processes through a queue, one try per idle
+process, and learns from a second queue when each is done; the processes run the tries
+through the SDK's runner (``executors/worker``) against the Execution API.
+"""
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import multiprocessing
+import multiprocessing.queues
 import os
-import socket
-import tempfile
+import queue
 import time
-from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
+import uuid
 
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
-from taskexec.executors import base
-from taskexec.sdk.dag import load_dags
-from taskexec.sdk.runner import RunnerConfig, run_task_instance
+from taskexec.executors import base, worker
 from taskexec.security import TokenSigner
 
-log = logging.getLogger(__name__)
+# How long shutdown waits for the processes to take their stop signal and exit.
+STOP_GRACE_SECONDS = 60.0
 
 
-def worker_main(
-    settings: Settings, dag_id: str, run_id: str, stats_path: Path, duplicate_writes: bool
-) -> None:
-    """One worker process: claim, run, repeat until the run has nothing left to do."""
-    logging.basicConfig(level=logging.WARNING)
-    dags = load_dags(settings.effective_dags_folder)
-    signer = TokenSigner(settings)
-    config = RunnerConfig.from_settings(settings, duplicate_rtif_writes=duplicate_writes)
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-    hostname, pid = socket.gethostname(), os.getpid()
-    try:
-        while True:
-            ti_id = base.claim_next(engine, dag_id, run_id, hostname, pid)
-            if ti_id is None:
-                if not base.is_active(base.state_counts(engine, dag_id, run_id)):
-                    return
-                time.sleep(0.05)  # others are running; a retry may be queued soon
-                continue
-            try:
-                result = run_task_instance(ti_id, signer.mint(ti_id), dags, config)
-            except Exception:
-                # The API refused or stayed unreachable through every retry: fail the
-                # try this worker claimed (so the run can finish) and keep going.
-                log.exception("task instance %s could not be run", ti_id)
-                base.fail_claim(engine, ti_id, hostname, pid)
-                continue
-            base.record_result(stats_path, ti_id, result)
-    finally:
-        engine.dispose()
+class ProcessPool:
+    """``count`` worker processes (spawned, so no state leaks in from this process)."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._inbox: multiprocessing.queues.Queue[tuple[str, str] | None] = ctx.Queue()
+        self._outbox: multiprocessing.queues.Queue[worker.Finished] = ctx.Queue()
+        self._procs = [
+            ctx.Process(
+                target=worker.process_main,
+                args=(settings, self._inbox, self._outbox),
+                name=f"taskexec-worker-{n}",
+            )
+            for n in range(count)
+        ]
+        self._in_flight = 0
+
+    def start(self) -> None:
+        """Start the processes."""
+        for proc in self._procs:
+            proc.start()
+
+    def free(self) -> int:
+        """Idle processes."""
+        return sum(p.is_alive() for p in self._procs) - self._in_flight
+
+    def in_flight(self) -> int:
+        """Tries sent and not reported back yet."""
+        return self._in_flight
+
+    def alive(self) -> bool:
+        """Whether any process is still running."""
+        return any(p.is_alive() for p in self._procs)
+
+    def send(self, ti_id: uuid.UUID, token: str) -> None:
+        """Queue one try for the next idle process."""
+        self._inbox.put((str(ti_id), token))
+        self._in_flight += 1
+
+    async def finished(self, wait: float) -> list[tuple[uuid.UUID, str | None]]:
+        """The tries the processes reported since the last call (waits up to ``wait``)."""
+        reports: list[worker.Finished] = []
+        try:
+            reports.append(await asyncio.to_thread(self._outbox.get, True, wait))
+            while True:
+                reports.append(self._outbox.get_nowait())
+        except queue.Empty:
+            pass
+        self._in_flight -= len(reports)
+        return [(uuid.UUID(ti_id), error) for ti_id, _outcome, error in reports]
+
+    def stop(self) -> None:
+        """Ask every process to stop after its try; terminate any that does not."""
+        for _ in self._procs:
+            self._inbox.put(None)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in self._procs:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
 
 
-def run_local(
+async def run_local(
     settings: Settings,
     dag_id: str,
     run_id: str,
     *,
     workers: int | None = None,
-    duplicate_writes: bool = False,
-    on_tick: Callable[[Counter[str]], bool] | None = None,
+    on_tick: base.OnTick | None = None,
 ) -> base.RunReport:
-    """Execute every task instance of the run on ``workers`` processes (default: CPUs)."""
+    """Execute every try of the run on ``workers`` processes (default: one per CPU)."""
     started = time.perf_counter()
-    count = workers or os.cpu_count() or 1
-    ctx = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="taskexec-stats-") as tmp:
-        paths = [Path(tmp) / f"worker-{n}.jsonl" for n in range(count)]
-        procs = [
-            ctx.Process(
-                target=worker_main,
-                args=(settings, dag_id, run_id, path, duplicate_writes),
-                name=f"taskexec-worker-{n}",
+    pool = ProcessPool(settings, workers or os.cpu_count() or 1)
+    pool.start()
+    try:
+        async with db_engine.open_database(settings) as db:
+            counts = await base.drive(
+                db, pool, TokenSigner(settings), dag_id, run_id, on_tick=on_tick
             )
-            for n, path in enumerate(paths)
-        ]
-        for proc in procs:
-            proc.start()
-        engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-        try:
-
-            def tick(counts: Counter[str]) -> bool:
-                if on_tick is not None:
-                    on_tick(counts)
-                return any(p.is_alive() for p in procs)
-
-            counts = base.watch_run(engine, dag_id, run_id, on_tick=tick)
-            for proc in procs:
-                proc.join(timeout=60)
-            counts = base.state_counts(engine, dag_id, run_id)
-        finally:
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
-            engine.dispose()
-        writes = base.summarize_writes(paths)
-    return base.RunReport(counts, writes, time.perf_counter() - started)
+    finally:
+        await asyncio.to_thread(pool.stop)
+    return base.RunReport(counts, time.perf_counter() - started)

@@ -23,18 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from pydantic import SecretStr
 
-from taskexec import cli
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
-from taskexec.db import models, types
+from taskexec.db import types
 from taskexec.race import databases, loadgen
 from taskexec.security import TokenSigner
-from taskexec.services import rendered_fields
+from taskexec.services import dag_runs, rendered_fields
 
 PAYLOADS = {"1KiB": 1024, "64KiB": 64 * 1024}
+# Filler task instances (and rendered-fields rows) per run when growing the table.
+FILL_BATCH = 20_000
 MODES = ("distinct", "hot")
 
 
@@ -233,54 +233,28 @@ def measure_raw(
     )
 
 
-def fill_rtif(settings: Settings, total: int, run_id: str) -> int:
-    """Bulk-fill task_instance and rendered_task_instance_fields up to ``total`` rows
-    (in the bench dag run, task ids ``fill_N``); returns the row count after."""
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-    ti = models.task_instance
-    rtif = models.rendered_task_instance_fields
-    try:
-        with engine.connect() as conn:
-            have = conn.execute(sa.select(sa.func.count()).select_from(rtif)).scalar_one()
-        batch = 20_000
-        now = types.utcnow()
+async def _fill(settings: Settings, total: int) -> int:
+    async with db_engine.open_database(settings) as db:
+        have = await db.read(rendered_fields.count_rows)
         fields = {"bash_command": "echo filler", "env": {"A": "1"}}
-        n = have
-        while n < total:
-            count = min(batch, total - n)
-            tis = [
-                {
-                    "id": types.uuid7(),
-                    "dag_id": "bench",
-                    "task_id": f"fill_{n + i}",
-                    "run_id": run_id,
-                    "map_index": -1,
-                    "try_number": 1,
-                    "max_tries": 0,
-                    "state": "success",
-                }
-                for i in range(count)
-            ]
-            rows = [
-                {
-                    "dag_id": "bench",
-                    "task_id": t["task_id"],
-                    "run_id": run_id,
-                    "map_index": -1,
-                    "rendered_fields": fields,
-                    "try_number": 1,
-                    "updated_at": now,
-                }
-                for t in tis
-            ]
-            with engine.begin() as conn:
-                conn.execute(sa.insert(ti), tis)
-                conn.execute(sa.insert(rtif), rows)
-            n += count
-        with engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(rtif)).scalar_one())
-    finally:
-        engine.dispose()
+        while have < total:
+            count = min(FILL_BATCH, total - have)
+            tasks = [(f"fill_{have + i}", -1, 0) for i in range(count)]
+            run = await db.write(dag_runs.create_dag_run, dag_id="bench_fill", tasks=tasks)
+            have += await db.write(
+                rendered_fields.upsert_rendered_fields_of_run,
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+                fields=fields,
+            )
+        return await db.read(rendered_fields.count_rows)
+
+
+def fill_rtif(settings: Settings, total: int) -> int:
+    """Fill rendered_task_instance_fields up to ``total`` rows: a run of ``FILL_BATCH``
+    filler task instances at a time, each run's fields in one statement, through the
+    same services as everything else. Returns the row count after."""
+    return asyncio.run(_fill(settings, total))
 
 
 @dataclasses.dataclass
@@ -337,7 +311,7 @@ def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None)
                 db_max_overflow=0,
             )
             created = asyncio.run(
-                cli.create_run(settings, dag_id="bench", tasks=config.targets, map_count=None)
+                databases.create_task_instances(settings, "bench", config.targets)
             )
             signer = TokenSigner(settings)
             targets = [(t.id, signer.mint(t.id, lifetime=4 * 3600)) for t in created.task_instances]
@@ -353,7 +327,7 @@ def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None)
                             rows.append(_api_row(backend, mode, payload, clients, result))
                 for size in config.growth:
                     step(f"{backend} growth to {size} rows")
-                    have = fill_rtif(settings, size, created.run_id)
+                    have = fill_rtif(settings, size)
                     result = measure_api(
                         port,
                         targets,

@@ -1,4 +1,5 @@
-"""Throwaway databases: a fresh, migrated database per race or bench case (and per test)."""
+"""Throwaway databases: a fresh, migrated database per race or bench case (and per test),
+and the task instances a case writes to."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from taskexec import schemas
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import migrate
+from taskexec.services import dag_runs
 
 # Where each backend's admin URL comes from when no option gives it.
 URL_ENV = {
@@ -101,3 +104,11 @@ def _migrate(url: str) -> None:
         migrate.upgrade(engine)
     finally:
         engine.dispose()
+
+
+async def create_task_instances(settings: Settings, dag_id: str, count: int) -> schemas.NewDagRun:
+    """A new run of ``dag_id`` with ``count`` queued task instances ``task_0``.., created
+    through the transaction owner and the one service that creates runs."""
+    tasks = [(f"task_{n}", -1, 0) for n in range(count)]
+    async with db_engine.open_database(settings) as db:
+        return await db.write(dag_runs.create_dag_run, dag_id=dag_id, tasks=tasks)

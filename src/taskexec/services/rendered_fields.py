@@ -169,3 +169,8 @@ async def upsert_rendered_fields_of_run(
     params = {"rendered_fields": fields, "field_meta": None, "updated_at": types.utcnow()}
     result = await conn.execute(stmt, {"dag_id": dag_id, "run_id": run_id, **params})
     return result.rowcount
+
+
+async def count_rows(conn: AsyncConnection) -> int:
+    """How many rendered-fields rows are stored, over all dags."""
+    return await conn.scalar(sa.select(sa.func.count()).select_from(rtif)) or 0

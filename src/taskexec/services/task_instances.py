@@ -277,7 +277,7 @@ async def count_states(conn: AsyncConnection, *, dag_id: str, run_id: str) -> di
         .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id)
         .group_by(ti.c.state)
     )
-    return {state: count for state, count in rows.tuples()}
+    return {state: count for state, count in rows}
 
 
 async def list_queued(
