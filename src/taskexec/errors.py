@@ -1,6 +1,6 @@
 """Domain exceptions. Each has a snake_case ``reason``; its docstring is the default message.
 
-The HTTP status for each class lives in one table, in ``taskexec.api.app``.
+The HTTP status for each class lives in one table, in ``taskexec.server.app``.
 """
 
 from __future__ import annotations

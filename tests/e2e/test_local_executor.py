@@ -74,7 +74,7 @@ def test_local_executor_runs_a_mapped_dag(
         f"[{backend}] local executor, 8 processes: {sum(result.counts.values())} task instances "
         f"{dict(result.counts)}, RTIF writes {writes.sent} "
         f"(duplicates in flight {writes.duplicates}), non-2xx {writes.non_2xx} "
-        f"{dict(writes.statuses)}, "
+        f"{dict(writes.statuses)}, retried {writes.retries}, "
         f"p50 {writes.percentile(50) * 1000:.1f} ms, p99 {writes.percentile(99) * 1000:.1f} ms, "
         f"{result.seconds:.1f}s"
     )

@@ -283,6 +283,51 @@ class BenchConfig:
                     raise ValueError(f"unknown {label} {value!r}: use {', '.join(known)}")
 
 
+def _bench_settings(config: BenchConfig, url: str, tmp: str) -> Settings:
+    # Enough pooled connections for every client, split over the server's processes,
+    # and no overflow: PostgreSQL's default max_connections is 100.
+    per_worker = -(-max(config.clients) // config.server_workers) + 2
+    return Settings(
+        database_url=url,
+        data_dir=Path(tmp),
+        jwt_secret=SecretStr(secrets.token_urlsafe(48)),
+        db_pool_size=per_worker,
+        db_max_overflow=0,
+    )
+
+
+def _measure_served(
+    config: BenchConfig,
+    backend: str,
+    settings: Settings,
+    targets: Sequence[tuple[uuid.UUID, str]],
+    step: Callable[[str], None],
+) -> tuple[list[Row], int]:
+    """The API rows and the growth rows against ``taskexec serve``; and its peak RSS."""
+    rows: list[Row] = []
+    with serve(settings, config.server_workers) as (port, proc):
+        measure_api(port, targets, "distinct", payload_body(1024), 8, 1.0)  # warm-up
+        for payload in config.payloads:
+            body = payload_body(PAYLOADS[payload])
+            for mode in config.modes:
+                for clients in config.clients:
+                    step(f"{backend} api {mode} {payload} {clients} clients")
+                    result = measure_api(port, targets, mode, body, clients, config.seconds)
+                    rows.append(_api_row(backend, mode, payload, clients, result))
+        for size in config.growth:
+            step(f"{backend} growth to {size} rows")
+            have = fill_rtif(settings, size)
+            clients = config.growth_clients
+            body = payload_body(1024)
+            result = measure_api(port, targets, "distinct", body, clients, config.seconds)
+            rows.append(
+                _api_row(
+                    backend, "distinct", "1KiB", clients, result, kind="growth", table_rows=have
+                )
+            )
+        return rows, _peak_rss_kib(proc.pid)
+
+
 def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure everything ``config`` names; returns rows, memory and skipped backends."""
     step = on_step or (lambda _s: None)
@@ -300,56 +345,17 @@ def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None)
             tempfile.TemporaryDirectory(prefix="taskexec-bench-") as tmp,
             databases.fresh_database(backend, admin, workdir=Path(tmp)) as url,
         ):
-            # Enough pooled connections for every client, split over the server's
-            # processes, and no overflow: PostgreSQL's default max_connections is 100.
-            per_worker = -(-max(config.clients) // config.server_workers) + 2
-            settings = Settings(
-                database_url=url,
-                data_dir=Path(tmp),
-                jwt_secret=SecretStr(secrets.token_urlsafe(48)),
-                db_pool_size=per_worker,
-                db_max_overflow=0,
-            )
+            settings = _bench_settings(config, url, tmp)
             created = asyncio.run(
                 databases.create_task_instances(settings, "bench", config.targets)
             )
             signer = TokenSigner(settings)
             targets = [(t.id, signer.mint(t.id, lifetime=4 * 3600)) for t in created.task_instances]
-            ti_ids = [t.id for t in created.task_instances]
-            with serve(settings, config.server_workers) as (port, proc):
-                measure_api(port, targets, "distinct", payload_body(1024), 8, 1.0)  # warm-up
-                for payload in config.payloads:
-                    body = payload_body(PAYLOADS[payload])
-                    for mode in config.modes:
-                        for clients in config.clients:
-                            step(f"{backend} api {mode} {payload} {clients} clients")
-                            result = measure_api(port, targets, mode, body, clients, config.seconds)
-                            rows.append(_api_row(backend, mode, payload, clients, result))
-                for size in config.growth:
-                    step(f"{backend} growth to {size} rows")
-                    have = fill_rtif(settings, size)
-                    result = measure_api(
-                        port,
-                        targets,
-                        "distinct",
-                        payload_body(1024),
-                        config.growth_clients,
-                        config.seconds,
-                    )
-                    rows.append(
-                        _api_row(
-                            backend,
-                            "distinct",
-                            "1KiB",
-                            config.growth_clients,
-                            result,
-                            kind="growth",
-                            table_rows=have,
-                        )
-                    )
-                memory[backend] = _peak_rss_kib(proc.pid)
+            served, memory[backend] = _measure_served(config, backend, settings, targets, step)
+            rows += served
             # The raw ceiling runs with the server stopped, so that its connections and
             # CPU are the database's and the driver's alone.
+            ti_ids = [t.id for t in created.task_instances]
             for clients in config.clients:
                 step(f"{backend} raw distinct 1KiB {clients} clients")
                 result = measure_raw(settings, ti_ids, payload_body(1024), clients, config.seconds)

@@ -3,8 +3,10 @@
 Workers are pointed at the proxy's URL instead of the server's. It forwards every
 request unchanged and times each rendered-fields PUT; with ``duplicate`` it also sends
 each PUT a second time while the first is in flight, as a client retrying after a
-timeout would: the race of Airflow #61705, provoked on purpose. The measuring lives
-here, beside the race, so the production client and runner carry no benchmark knobs.
+timeout would: the race of Airflow #61705, provoked on purpose. Like the SDK's client,
+it retries a write that got no answer or a 5xx (honouring ``Retry-After``), and records
+what the write finally got. The measuring lives here, beside the race, so the
+production client and runner carry no benchmark knobs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ _RTIF_PUT = re.compile(r"^/execution/task-instances/[^/]+/rtif$")
 _HOP_BY_HOP = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 )
+# The SDK client's policy, with short waits: a write is tried up to this many times.
+ATTEMPTS = 5
+MAX_WAIT_SECONDS = 2.0
 
 
 @dataclasses.dataclass
@@ -38,14 +43,16 @@ class WriteLog:
     sent: int = 0
     duplicates: int = 0
     non_2xx: int = 0
+    retries: int = 0  # attempts after a first one that got no answer or a 5xx
     latencies: list[float] = dataclasses.field(default_factory=list)
     statuses: Counter[int] = dataclasses.field(default_factory=Counter)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
-    def add(self, status: int, seconds: float, duplicate: bool) -> None:
-        """Count one PUT (status 0: the server gave no answer)."""
+    def add(self, status: int, seconds: float, duplicate: bool, retries: int = 0) -> None:
+        """Count one PUT by the status it finally got (0: no answer at all)."""
         with self._lock:
             self.sent += 1
+            self.retries += retries
             self.duplicates += duplicate
             self.non_2xx += not 200 <= status < 300
             self.latencies.append(seconds)
@@ -110,9 +117,13 @@ class RecordingProxy:
 
     async def _timed(self, request: httpx.Request, duplicate: bool) -> httpx.Response:
         started = time.perf_counter()
-        response = await self._forward(request)
+        for attempt in range(1, ATTEMPTS + 1):
+            response = await self._forward(request)
+            if response.status_code < 500 or attempt == ATTEMPTS:
+                break
+            await asyncio.sleep(_wait(response, attempt))
         status = 0 if response.status_code == 502 else response.status_code
-        self.log.add(status, time.perf_counter() - started, duplicate)
+        self.log.add(status, time.perf_counter() - started, duplicate, retries=attempt - 1)
         return response
 
     async def _timed_put(
@@ -125,6 +136,12 @@ class RecordingProxy:
         # Both go out at once; the sender gets the first one's answer.
         first, _ = await asyncio.gather(self._timed(request, False), self._timed(again, True))
         return first
+
+
+def _wait(response: httpx.Response, attempt: int) -> float:
+    retry_after = response.headers.get("retry-after", "")
+    wait = float(retry_after) if retry_after.isdigit() else 0.05 * 2**attempt
+    return min(wait, MAX_WAIT_SECONDS)
 
 
 async def _read_body(receive: Receive) -> bytes:
