@@ -212,10 +212,10 @@ class Database:
         # in FIFO order, is far cheaper than letting them poll SQLite's busy handler
         # (which sleeps up to 100 ms a turn). Other processes still meet busy_timeout.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
-        # Retries so far, by (declared name, kind), e.g. ("retention", "deadlock"), so
+        # Retries so far, by "<declared name>:<kind>" (e.g. "retention:deadlock"), so
         # that callers, tests and operators can see what the retry loop absorbed.
         # Touched only when retrying, so it costs nothing on the happy path.
-        self.retries: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.retries: collections.Counter[str] = collections.Counter()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -229,7 +229,7 @@ class Database:
 
     def retries_of(self, name: str) -> int:
         """How many transactions declared under ``name`` were retried so far."""
-        return sum(n for (declared, _kind), n in self.retries.items() if declared == name)
+        return sum(n for key, n in self.retries.items() if key.rpartition(":")[0] == name)
 
     async def write(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a write transaction and commit it."""
@@ -269,7 +269,7 @@ class Database:
                     )
                     raise errors.DatabaseUnavailableError() from exc
                 delay = self.settings.db_retry_base_delay_seconds * (2 ** (attempt - 1))
-                self.retries[name, db_errors.retry_kind(exc)] += 1
+                self.retries[f"{name}:{db_errors.retry_kind(exc)}"] += 1
                 log.info(
                     "retrying transaction %s (attempt %d): %s",
                     name,
