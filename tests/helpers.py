@@ -22,7 +22,7 @@ from taskexec.security import TokenSigner
 from taskexec.services import dag_runs
 
 
-def create_run(
+def seed_run(
     settings: Settings,
     *,
     dag_id: str = "test_dag",
@@ -46,7 +46,7 @@ def create_run(
     return schemas.CreatedDagRun.with_tokens(asyncio.run(go()), TokenSigner(settings).mint)
 
 
-def trigger(settings: Settings, dag: Dag) -> schemas.NewDagRun:
+def seed_dag_run(settings: Settings, dag: Dag) -> schemas.NewDagRun:
     """Create a run of ``dag`` with its task instances queued, as ``taskexec trigger``
     does: through the transaction owner and the one service that creates runs."""
 
@@ -63,7 +63,7 @@ def seed(
     settings: Settings, tasks: int = 1, map_count: int | None = None, max_tries: int = 0
 ) -> schemas.CreatedDagRun:
     """Create a dag run with queued task instances (and their tokens) in the test DB."""
-    return create_run(settings, tasks=tasks, map_count=map_count, max_tries=max_tries)
+    return seed_run(settings, tasks=tasks, map_count=map_count, max_tries=max_tries)
 
 
 def get_as(

@@ -24,7 +24,7 @@ from taskexec.sdk import serialization
 from taskexec.wire import protocol
 
 from conftest import IN_CI, LiveServer
-from helpers import auth, create_run, only
+from helpers import auth, only, seed_run
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -97,7 +97,7 @@ def _create_run(settings: Any, dag_id: str, map_count: int | None) -> schemas.Cr
     created: list[schemas.CreatedDagRun] = []
     worker = threading.Thread(
         target=lambda: created.append(
-            create_run(settings, dag_id=dag_id, tasks=1, map_count=map_count)
+            seed_run(settings, dag_id=dag_id, tasks=1, map_count=map_count)
         )
     )
     worker.start()

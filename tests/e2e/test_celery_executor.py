@@ -20,7 +20,7 @@ from taskexec.race import proxy
 from taskexec.sdk.dag import load_dags
 
 from conftest import TEST_SECRET, LiveServer
-from helpers import only, report, rtif_rows, trigger
+from helpers import only, report, rtif_rows, seed_dag_run
 
 ITEMS = 24
 
@@ -89,7 +89,7 @@ def test_celery_executor(
     dags_folder.mkdir()
     (dags_folder / "celery_e2e.py").write_text(textwrap.dedent(DAG_FILE))
     queue = f"taskexec-test-{uuid.uuid4().hex[:8]}"
-    run = trigger(settings, load_dags(dags_folder)["celery_e2e"])
+    run = seed_dag_run(settings, load_dags(dags_folder)["celery_e2e"])
     assert len(run.task_instances) == ITEMS
     # The workers reach the server through the race's proxy, which counts their writes.
     with proxy.recording_proxy(live_server.base_url) as (proxy_url, writes):

@@ -17,7 +17,7 @@ from taskexec.race import proxy
 from taskexec.sdk.dag import load_dags
 
 from conftest import LiveServer
-from helpers import report, rtif_rows, trigger
+from helpers import report, rtif_rows, seed_dag_run
 
 SECRET = "hunter2-very-secret"
 ITEMS = 200
@@ -63,7 +63,7 @@ def test_local_executor_runs_a_mapped_dag(
     dags_folder = tmp_path / "dags"
     dags_folder.mkdir()
     (dags_folder / "e2e_mapped.py").write_text(textwrap.dedent(DAG_FILE))
-    run = trigger(settings, load_dags(dags_folder)["e2e_mapped"])
+    run = seed_dag_run(settings, load_dags(dags_folder)["e2e_mapped"])
     assert len(run.task_instances) == ITEMS + 2
 
     # Every rendered-fields PUT goes through the race's proxy, which sends it twice.
@@ -120,6 +120,6 @@ def test_unreachable_api_fails_the_claimed_tries_instead_of_hanging(
             "execution_api_retries": 1,
         }
     )
-    run = trigger(nowhere, load_dags(dags_folder)["tiny"])
+    run = seed_dag_run(nowhere, load_dags(dags_folder)["tiny"])
     result = asyncio.run(local.run_local(nowhere, "tiny", run.run_id, workers=1))
     assert dict(result.counts) == {"failed": 2}

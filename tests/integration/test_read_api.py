@@ -20,7 +20,7 @@ from taskexec.server.app import create_app
 from taskexec.wire import protocol
 
 from conftest import LiveServer
-from helpers import auth, create_run, get_as, only, seed
+from helpers import auth, get_as, only, seed, seed_run
 
 API = "/api/v1"
 
@@ -51,8 +51,8 @@ def _set_run_state(engine: sa.Engine, run_id: str, state: str) -> None:
 def test_dags_runs_and_pagination(
     client: httpx.Client, settings: Settings, sync_engine: sa.Engine
 ) -> None:
-    runs = [create_run(settings, dag_id="alpha", tasks=1) for _ in range(5)]
-    create_run(settings, dag_id="beta", tasks=2)
+    runs = [seed_run(settings, dag_id="alpha", tasks=1) for _ in range(5)]
+    seed_run(settings, dag_id="beta", tasks=2)
     _set_run_state(sync_engine, runs[1].run_id, "success")
     _set_run_state(sync_engine, runs[3].run_id, "success")
 
@@ -335,4 +335,4 @@ def test_ids_that_a_url_cannot_carry_are_refused(
     settings: Settings, dag_id: str, run_id: str
 ) -> None:
     with pytest.raises(errors.InvalidBodyError, match="must be 1-250 of the characters"):
-        create_run(settings, dag_id=dag_id, tasks=1, run_id=run_id)
+        seed_run(settings, dag_id=dag_id, tasks=1, run_id=run_id)

@@ -21,7 +21,7 @@ from taskexec.server.app import create_app
 from taskexec.services import dag_runs, rendered_fields
 
 from conftest import run_server
-from helpers import auth, create_run, only
+from helpers import auth, only, seed_run
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TASKS = (("extract", -1, 0), ("load", -1, 0))
@@ -289,7 +289,7 @@ def test_the_server_prunes_in_the_background(settings: Settings, sync_engine: sa
         while len(rtif_count(sync_engine)) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         # With the pruner running, a worker's first write for a new run still gets its 201.
-        created = create_run(fast, dag_id="etl", tasks=1)
+        created = seed_run(fast, dag_id="etl", tasks=1)
         ti = created.task_instances[0]
         with live.client() as client:
             resp = client.put(

@@ -18,7 +18,7 @@ from taskexec.server.app import create_app
 from taskexec.wire import protocol
 
 from conftest import LiveServer
-from helpers import auth, create_run, get_as, only, seed
+from helpers import auth, get_as, only, seed, seed_run
 
 XSS = "<script>window.__xss=1</script>"
 SQL = "SELECT id, name\nFROM users\nWHERE id = 42"
@@ -89,7 +89,7 @@ def mapped_run(client: httpx.Client, settings: Settings) -> schemas.CreatedDagRu
 
 def test_runs_page_lists_runs_newest_first(client: httpx.Client, settings: Settings) -> None:
     older = seed(settings)
-    newer = create_run(settings, dag_id="other_dag", tasks=1)
+    newer = seed_run(settings, dag_id="other_dag", tasks=1)
 
     page = _html(client.get("/ui/"))
     assert older.run_id in page and newer.run_id in page

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from taskexec.config import Settings
+from taskexec.db import engine as db_engine
 from taskexec.db import migrate
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -25,6 +30,17 @@ def ensure_schema(settings: Settings) -> None:
                 f"The database schema is at revision {current}, not {migrate.heads()[0]}. "
                 "Run `taskexec db upgrade` first."
             )
+
+
+def write(settings: Settings, fn: db_engine.Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run one service in its own write transaction, for a command: the CLI's way
+    through ``Database`` to the services."""
+
+    async def go() -> T:
+        async with db_engine.open_database(settings) as db:
+            return await db.write(fn, *args, **kwargs)
+
+    return asyncio.run(go())
 
 
 def parse_conf(raw: str | None) -> dict[str, Any] | None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 from rich.console import Console
@@ -23,9 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from taskexec import schemas
-from taskexec.cli.common import CommandError, ensure_schema, parse_conf, parse_date
+from taskexec.cli import common
+from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
-from taskexec.db import engine as db_engine
 from taskexec.executors import base
 from taskexec.sdk.dag import Dag, load_dags
 from taskexec.sdk.runner import log_path
@@ -35,32 +33,6 @@ from taskexec.services import dag_runs
 FINISHED = ("success", "failed")
 
 
-def create_run(
-    settings: Settings,
-    dag_id: str,
-    tasks: Sequence[dag_runs.TaskSpec],
-    *,
-    run_id: str | None = None,
-    conf: dict[str, Any] | None = None,
-    logical_date: dt.datetime | None = None,
-) -> schemas.NewDagRun:
-    """Create a dag run with one queued task instance per task spec, in its own
-    transaction."""
-
-    async def go() -> schemas.NewDagRun:
-        async with db_engine.open_database(settings) as db:
-            return await db.write(
-                dag_runs.create_dag_run,
-                dag_id=dag_id,
-                tasks=tasks,
-                run_id=run_id,
-                conf=conf,
-                logical_date=logical_date,
-            )
-
-    return asyncio.run(go())
-
-
 def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
     """Create a dag run with queued task instances; print ids and tokens as JSON."""
     if args.tasks < 1:
@@ -68,7 +40,14 @@ def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
     ensure_schema(settings)
     indexes = range(args.map) if args.map is not None else [-1]
     tasks = [(f"task_{n}", m, args.max_tries) for n in range(args.tasks) for m in indexes]
-    run = create_run(settings, args.dag_id, tasks, run_id=args.run_id, conf=parse_conf(args.conf))
+    run = common.write(
+        settings,
+        dag_runs.create_dag_run,
+        dag_id=args.dag_id,
+        tasks=tasks,
+        run_id=args.run_id,
+        conf=common.parse_conf(args.conf),
+    )
     created = schemas.CreatedDagRun.with_tokens(run, TokenSigner(settings).mint)
     print(created.model_dump_json(indent=2))
 
@@ -90,12 +69,13 @@ def trigger(
     """Create a run of ``dag_id`` from the dags folder, its task instances queued."""
     ensure_schema(settings)
     dag = find_dag(settings, dag_id)
-    return create_run(
+    return common.write(
         settings,
-        dag_id,
-        dag.task_instance_keys(),
-        conf=parse_conf(conf),
-        logical_date=parse_date(logical_date),
+        dag_runs.create_dag_run,
+        dag_id=dag_id,
+        tasks=dag.task_instance_keys(),
+        conf=common.parse_conf(conf),
+        logical_date=common.parse_date(logical_date),
     )
 
 

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
-from taskexec.db import types
+from taskexec.db import scratch, types
 from taskexec.race import databases, loadgen
 from taskexec.security import TokenSigner
 from taskexec.services import dag_runs, rendered_fields
@@ -343,7 +343,7 @@ def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None)
         urls[backend] = admin
         with (
             tempfile.TemporaryDirectory(prefix="taskexec-bench-") as tmp,
-            databases.fresh_database(backend, admin, workdir=Path(tmp)) as url,
+            scratch.fresh_database(backend, admin, workdir=Path(tmp)) as url,
         ):
             settings = _bench_settings(config, url, tmp)
             created = asyncio.run(

@@ -28,6 +28,7 @@ from taskexec import errors
 from taskexec.api import deps
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
+from taskexec.db import scratch
 from taskexec.race import databases, harness, stats, strategies
 from taskexec.security import TokenSigner
 from taskexec.server.app import create_app
@@ -140,7 +141,7 @@ def run_case(
     """Race one case on a fresh database and an in-process server."""
     with (
         tempfile.TemporaryDirectory(prefix="taskexec-race-") as tmp,
-        databases.fresh_database(backend, admin_url, workdir=Path(tmp)) as url,
+        scratch.fresh_database(backend, admin_url, workdir=Path(tmp)) as url,
     ):
         settings = Settings(
             database_url=url,
@@ -236,7 +237,7 @@ def environment(urls: dict[str, str]) -> dict[str, Any]:
     servers = {}
     for backend, url in urls.items():
         try:
-            servers[backend] = databases.server_version(url)
+            servers[backend] = scratch.server_version(url)
         except Exception as exc:
             servers[backend] = f"unknown ({type(exc).__name__})"
     return {
