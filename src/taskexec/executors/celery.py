@@ -50,7 +50,8 @@ class CeleryQueue:
         """The tries whose result came back, with the error of those whose worker could
         not run them."""
         await asyncio.sleep(wait)
-        done = await asyncio.to_thread(self._collect)
+        # In this thread, like ``send``: the broker connection is not thread-safe.
+        done = self._collect()
         for ti_id, _ in done:
             del self._pending[ti_id]
         return done
