@@ -12,9 +12,10 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
+from itertools import count, repeat
 from typing import Any
 
-from taskexec.wire import protocol
+from taskexec.wire import jsontree, protocol
 
 DEFAULT_SENSITIVE_WORDS: frozenset[str] = frozenset(
     {
@@ -67,8 +68,8 @@ _PATTERN = re.compile(
 )
 
 
-# Closes a container's subtree on redact's stack.
-_EXIT = object()
+def _masked() -> str:
+    return MASK
 
 
 def _replace_match(match: re.Match[str]) -> str:
@@ -135,6 +136,14 @@ class SecretsMasker:
         self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._name_cache: dict[str, bool] = {}
+        # A cycle is masked whole, like a subtree past MAX_DEPTH: neither can leak.
+        self._tree: jsontree.TreeCopy[bool, object] = jsontree.TreeCopy(
+            leaf=self._redact_leaf,
+            open=self._open,
+            max_depth=MAX_DEPTH,
+            too_deep=_masked,
+            circular=_masked,
+        )
 
     @property
     def sensitive_words(self) -> frozenset[str]:
@@ -181,49 +190,22 @@ class SecretsMasker:
         hidden = self.should_hide_name(name)
         if type(value) is str:
             return MASK if hidden else self._redact_str(value)
-        if not isinstance(value, dict | list | tuple | Mapping | set | frozenset):
-            return self._redact_leaf(value, hidden)
-        # Iterative, so deep nesting cannot raise RecursionError. Stack entries are
-        # (value, hidden, depth, output container, slot in it); a value of _EXIT closes a
-        # container's subtree and removes it from the current path (cycle detection).
-        root: list[object] = [None]
-        stack: list[tuple[object, bool, int, Any, Any]] = [(value, hidden, 0, root, 0)]
-        path: set[int] = set()
-        while stack:
-            item, hidden, depth, parent, slot = stack.pop()
-            if item is _EXIT:
-                path.discard(slot)
-                continue
-            if type(item) is str:
-                parent[slot] = MASK if hidden else self._redact_str(item)
-            elif isinstance(item, dict | Mapping):
-                if depth > MAX_DEPTH or id(item) in path:
-                    parent[slot] = MASK
-                    continue
-                path.add(id(item))
-                stack.append((_EXIT, False, 0, None, id(item)))
-                out: dict[object, object] = dict.fromkeys(item)
-                parent[slot] = out
-                for key, child in item.items():
-                    child_hidden = hidden or (type(key) is str and self.should_hide_name(key))
-                    stack.append((child, child_hidden, depth + 1, out, key))
-            elif isinstance(item, list | tuple | set | frozenset):
-                if depth > MAX_DEPTH or id(item) in path:
-                    parent[slot] = MASK
-                    continue
-                path.add(id(item))
-                stack.append((_EXIT, False, 0, None, id(item)))
-                out_list: list[object] = [None] * len(item)
-                parent[slot] = out_list
-                for index, child in enumerate(item):
-                    stack.append((child, hidden, depth + 1, out_list, index))
-            else:
-                parent[slot] = self._redact_leaf(item, hidden)
-        return root[0]
+        return self._tree.copy(value, hidden)
 
     def redact_fields(self, fields: Mapping[str, object]) -> dict[str, object]:
         """Redact each field's value, using the field name as its name."""
         return {name: self.redact(value, name) for name, value in fields.items()}
+
+    def _open(self, item: Any, hidden: bool) -> tuple[object, Iterable[jsontree.Child[bool]]]:
+        # Tuples and sets become lists; dict keys are kept as they are, in order. A tuple
+        # of types, not a union: a union here would be rebuilt for every container.
+        if isinstance(item, (dict, Mapping)):
+            hide = self.should_hide_name
+            return dict.fromkeys(item), [
+                (key, child, hidden or (type(key) is str and hide(key)))
+                for key, child in item.items()
+            ]
+        return [None] * len(item), zip(count(), tuple(item), repeat(hidden))
 
     def _redact_leaf(self, value: object, hidden: bool) -> object:
         if hidden:

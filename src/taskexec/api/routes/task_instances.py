@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from taskexec import errors
 from taskexec.api.deps import DbDep, MaskerDep, RtifWriterDep, TaskInstanceIdDep
 from taskexec.services import rendered_fields, task_instances
-from taskexec.wire import protocol, schemas
+from taskexec.wire import jsontree, protocol, schemas
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 409, 410, 422, 503)
@@ -27,19 +27,6 @@ _FIELD_META = TypeAdapter(dict[str, schemas.FieldMeta])
 # The meta header is outside the body limit; a renderer and a length per field fit in
 # far less than this.
 MAX_FIELD_META_BYTES = 64 * 1024
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
-    return False
 
 
 def _field_meta(request: Request, fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -78,7 +65,7 @@ async def _json_object_body(request: Request) -> dict[str, Any]:
             "The request body must be a JSON object of field name to value."
         )
     # Refused up front with a clear 422 rather than failing later in orjson.
-    if _too_deep(body, protocol.MAX_NESTING_DEPTH):
+    if jsontree.exceeds_depth(body, protocol.MAX_NESTING_DEPTH):
         raise errors.InvalidBodyError(
             f"The request body is nested more than {protocol.MAX_NESTING_DEPTH} levels deep."
         )
