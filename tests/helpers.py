@@ -19,7 +19,7 @@ from taskexec.db import models
 from taskexec.race import harness
 from taskexec.sdk.dag import Dag
 from taskexec.security import TokenSigner
-from taskexec.services import dag_runs
+from taskexec.services import dag_runs, rendered_fields
 
 
 def seed_run(
@@ -57,6 +57,16 @@ def seed_dag_run(settings: Settings, dag: Dag) -> schemas.NewDagRun:
             )
 
     return asyncio.run(go())
+
+
+def store_fields(settings: Settings, ti_id: uuid.UUID, fields: dict[str, Any]) -> None:
+    """Store rendered fields for a task instance through the production write."""
+
+    async def go() -> None:
+        async with db_engine.open_database(settings) as db:
+            await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
+
+    asyncio.run(go())
 
 
 def seed(

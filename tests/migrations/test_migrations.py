@@ -9,9 +9,9 @@ from taskexec import cli
 from taskexec.cli import common
 from taskexec.cli import db as db_commands
 from taskexec.config import Settings
-from taskexec.db import migrate, models, types
+from taskexec.db import migrate, models
 
-from helpers import seed
+from helpers import rtif_rows, seed, store_fields
 
 
 def test_one_head() -> None:
@@ -39,21 +39,9 @@ def test_every_constraint_is_named(sync_engine: sa.Engine) -> None:
 def test_downgrade_to_base_and_upgrade_again_with_rows(
     settings: Settings, sync_engine: sa.Engine
 ) -> None:
-    seed(settings, tasks=2, map_count=2)
-    with sync_engine.begin() as conn:
-        ti = conn.execute(sa.select(models.task_instance).limit(1)).first()
-        assert ti is not None
-        conn.execute(
-            sa.insert(models.rendered_task_instance_fields).values(
-                dag_id=ti.dag_id,
-                task_id=ti.task_id,
-                run_id=ti.run_id,
-                map_index=ti.map_index,
-                rendered_fields={"a": 1},
-                try_number=1,
-                updated_at=types.utcnow(),
-            )
-        )
+    run = seed(settings, tasks=2, map_count=2)
+    store_fields(settings, run.task_instances[0].id, {"a": 1})
+    assert [r["rendered_fields"] for r in rtif_rows(sync_engine)] == [{"a": 1}]
     migrate.downgrade(sync_engine, "base")
     assert migrate.current_revision(sync_engine) is None
     assert not set(sa.inspect(sync_engine).get_table_names()) & {
