@@ -1,7 +1,7 @@
 """The local executor: N worker processes on this machine.
 
-The executor hands queued tries to its processes through a queue, one try per idle
-process, and learns from a second queue when each is done; the processes run the tries
+The executor hands queued tries to its processes through a queue (one running and one
+waiting per process), and learns from a second queue when each is done; the processes run the tries
 through the SDK's runner (``executors/worker``) against the Execution API.
 """
 
@@ -47,8 +47,9 @@ class ProcessPool:
             proc.start()
 
     def free(self) -> int:
-        """Idle processes."""
-        return sum(p.is_alive() for p in self._procs) - self._in_flight
+        """Room for more tries: one running and one waiting per live process, so that a
+        process that finishes a try starts the next without waiting for the executor."""
+        return 2 * sum(p.is_alive() for p in self._procs) - self._in_flight
 
     def in_flight(self) -> int:
         """Tries sent and not reported back yet."""
