@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from taskexec.wire import protocol
-from taskexec.wire.jsontree import Child, TreeCopy, exceeds_depth
+from taskexec.wire.jsontree import Child, TreeCopy, exceeds_depth, open_unkept
 
 TOO_DEEP = "<too deep>"
 CIRCULAR = "<circular>"
@@ -130,3 +130,18 @@ def test_exceeds_depth_on_a_cycle_and_ten_thousand_deep() -> None:
     assert exceeds_depth(cyclic, 1_000)
     assert exceeds_depth(_chain(10_000), protocol.MAX_NESTING_DEPTH)
     assert not exceeds_depth(_chain(10_000), 10_000)
+
+
+def test_without_revisit_each_container_is_walked_once() -> None:
+    seen: list[object] = []
+    walk: TreeCopy[None, object] = TreeCopy(
+        leaf=lambda value, _state: seen.append(value),
+        open=open_unkept,
+        max_depth=10,
+        too_deep=lambda: None,
+        circular=lambda: "again",
+        revisit=False,
+    )
+    shared = ["leaf"]
+    walk.copy([shared, {"a": shared}, shared], None)
+    assert seen == ["leaf"]

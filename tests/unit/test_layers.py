@@ -5,8 +5,10 @@ statically; this checks what a worker process really loads)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 SERVER_PACKAGES = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn")
 
@@ -83,3 +85,50 @@ def test_what_executors_run_in_a_worker_loads_no_server_code() -> None:
     )
     assert not _top_level(seen["modules"]) & set(SERVER_PACKAGES)
     assert "taskexec.db" not in seen["modules"]
+
+
+MODULES_DAG = """
+import json, os, sys
+
+from taskexec.sdk import Dag, PythonTask
+
+
+def dump():
+    with open(os.environ["TASKEXEC_TEST_MODULES_OUT"], "w") as out:
+        json.dump(sorted(sys.modules), out)
+
+
+with Dag("modules"):
+    PythonTask("dump", python_callable=dump)
+"""
+
+
+def test_a_local_worker_process_of_taskexec_run_loads_no_server_code(tmp_path: Path) -> None:
+    """The real thing: ``taskexec run`` (the console script, as users start it) spawns
+    its worker processes, and the task records what its process has imported."""
+    script = Path(sys.executable).with_name("taskexec")
+    assert script.exists(), f"the console script is not installed beside {sys.executable}"
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "modules.py").write_text(MODULES_DAG)
+    out = tmp_path / "modules.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKEXEC_")}
+    env.update(
+        TASKEXEC_DATA_DIR=str(tmp_path / "home"),
+        TASKEXEC_DAGS_FOLDER=str(dags),
+        TASKEXEC_API_URL="http://127.0.0.1:9",  # nothing there: run starts a server
+        TASKEXEC_TEST_MODULES_OUT=str(out),
+    )
+    proc = subprocess.run(
+        [str(script), "run", "modules", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    loaded = json.loads(out.read_text())
+    assert "taskexec.executors.worker" in loaded  # it ran in a worker process
+    assert not _top_level(loaded) & set(SERVER_PACKAGES)
+    assert not [m for m in loaded if m.startswith(("taskexec.db", "taskexec.services"))]

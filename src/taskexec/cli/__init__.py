@@ -15,18 +15,19 @@ import sys
 from collections.abc import Sequence
 
 from taskexec import errors
-from taskexec.cli import db, demo, runs, serve, tools, workers
-from taskexec.cli.common import CommandError
 from taskexec.config import get_settings
-
-_GROUPS = (db, serve, runs, workers, tools, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
+    # Imported here, not at the top: the local executor's worker processes are spawned
+    # from this command's script, which imports this package, and a worker must not
+    # load the server side (SQLAlchemy, FastAPI) that the commands use.
+    from taskexec.cli import db, demo, runs, serve, tools, workers
+
     parser = argparse.ArgumentParser(prog="taskexec", description="The ``taskexec`` command.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in _GROUPS:
+    for group in (db, serve, runs, workers, tools, demo):
         group.register(sub)
     return parser
 
@@ -36,10 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from taskexec.cli import common
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args, get_settings())
-    except (CommandError, errors.TaskExecError) as exc:
+    except (common.CommandError, errors.TaskExecError) as exc:
         print(f"taskexec: {exc}", file=sys.stderr)
         return 1
     return 0

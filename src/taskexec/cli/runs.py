@@ -35,9 +35,10 @@ FINISHED = ("success", "failed")
 
 def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
     """Create a dag run with queued task instances; print ids and tokens as JSON."""
+    ensure_schema(settings)
+    conf = common.parse_conf(args.conf)
     if args.tasks < 1:
         raise CommandError("--tasks must be at least 1")
-    ensure_schema(settings)
     indexes = range(args.map) if args.map is not None else [-1]
     tasks = [(f"task_{n}", m, args.max_tries) for n in range(args.tasks) for m in indexes]
     run = common.write(
@@ -46,7 +47,7 @@ def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
         dag_id=args.dag_id,
         tasks=tasks,
         run_id=args.run_id,
-        conf=common.parse_conf(args.conf),
+        conf=conf,
     )
     created = schemas.CreatedDagRun.with_tokens(run, TokenSigner(settings).mint)
     print(created.model_dump_json(indent=2))
@@ -68,14 +69,15 @@ def trigger(
 ) -> schemas.NewDagRun:
     """Create a run of ``dag_id`` from the dags folder, its task instances queued."""
     ensure_schema(settings)
+    parsed_conf, parsed_date = common.parse_conf(conf), common.parse_date(logical_date)
     dag = find_dag(settings, dag_id)
     return common.write(
         settings,
         dag_runs.create_dag_run,
         dag_id=dag_id,
         tasks=dag.task_instance_keys(),
-        conf=common.parse_conf(conf),
-        logical_date=common.parse_date(logical_date),
+        conf=parsed_conf,
+        logical_date=parsed_date,
     )
 
 

@@ -203,7 +203,7 @@ class Database:
     """
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
-        self.engine = engine
+        self._engine = engine
         self.settings = settings
         self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
         # Test hook: awaited inside a write transaction just before it commits.
@@ -225,7 +225,7 @@ class Database:
     @property
     def dialect(self) -> str:
         """The backend name: sqlite, postgresql or mysql."""
-        return _backend(self.engine.url)
+        return _backend(self._engine.url)
 
     def retries_of(self, name: str) -> int:
         """How many transactions declared under ``name`` were retried so far."""
@@ -234,9 +234,9 @@ class Database:
     async def write(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a write transaction and commit it."""
         if self._write_lock is None:
-            return await self._run(self.engine, True, fn, *args, **kwargs)
+            return await self._run(self._engine, True, fn, *args, **kwargs)
         async with self._write_lock:
-            return await self._run(self.engine, True, fn, *args, **kwargs)
+            return await self._run(self._engine, True, fn, *args, **kwargs)
 
     async def read(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a read-only transaction."""
@@ -291,7 +291,7 @@ class Database:
         if self.dialect == "sqlite":
             yield True
             return
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             if self.dialect == "postgresql":
                 params: dict[str, Any] = {"key": zlib.crc32(name.encode())}
                 take = sa.text("SELECT pg_try_advisory_lock(:key)")
@@ -312,7 +312,7 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
-        await self.engine.dispose()
+        await self._engine.dispose()
 
 
 @contextlib.asynccontextmanager

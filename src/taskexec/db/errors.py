@@ -10,6 +10,10 @@ import sqlite3
 
 import sqlalchemy as sa
 
+# Every error the database or its driver raises, for callers that must not import
+# SQLAlchemy (the server's handler table).
+DatabaseError = sa.exc.DBAPIError
+
 
 class Kind(enum.Enum):
     """What a database error means to the transaction owner."""
@@ -144,11 +148,6 @@ def retry_kind(exc: BaseException) -> str:
     if _sqlite_code(orig) in _SQLITE_RETRYABLE:
         return "busy"
     return "other"
-
-
-def is_database_error(exc: BaseException) -> bool:
-    """True for an error the database or its driver raised."""
-    return isinstance(exc, sa.exc.DBAPIError)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -4,7 +4,6 @@ error classification and ``db check`` can refer to it by name."""
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 from typing import Any, cast
 
@@ -31,25 +30,6 @@ TI_KEY = ("dag_id", "task_id", "run_id", "map_index")
 
 # Airflow's StringID width; four of these plus an int still fit InnoDB's 3072-byte key limit.
 ID_LEN = 250
-
-
-class TaskInstanceState(enum.StrEnum):
-    """The states a task instance moves through."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    UP_FOR_RETRY = "up_for_retry"
-
-
-class DagRunState(enum.StrEnum):
-    """The states of a dag run."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
 
 
 class Base(DeclarativeBase):

@@ -20,10 +20,10 @@ from typing import Protocol
 
 from taskexec import errors
 from taskexec.db import engine as db_engine
-from taskexec.db.models import TaskInstanceState
 from taskexec.security import TokenSigner
 from taskexec.services import task_instances
 from taskexec.wire import schemas
+from taskexec.wire.states import TaskInstanceState
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,19 @@ class RunReport:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What became of one try an executor handed out."""
+
+    ti_id: uuid.UUID
+    # Why its worker could not run it (None: it ran, whatever the outcome).
+    error: str | None = None
+    # The worker it went to, (hostname, pid), when known.
+    worker: tuple[str, int] | None = None
+    # Its worker process died with it: it may never have started.
+    lost: bool = False
+
+
 class Workers(Protocol):
     """Where an executor sends tries: local processes or a Celery queue."""
 
@@ -56,9 +69,8 @@ class Workers(Protocol):
     def send(self, ti_id: uuid.UUID, token: str) -> None:
         """Hand one try, with its token, to a worker."""
 
-    async def finished(self, wait: float) -> list[tuple[uuid.UUID, str | None]]:
-        """The tries reported back since the last call, each with the error that kept
-        its worker from running it (None when it ran); waits up to ``wait`` seconds."""
+    async def finished(self, wait: float) -> list[Report]:
+        """The tries reported back since the last call; waits up to ``wait`` seconds."""
 
 
 def is_active(counts: Counter[str]) -> bool:
@@ -66,19 +78,28 @@ def is_active(counts: Counter[str]) -> bool:
     return any(counts[state] for state in ACTIVE)
 
 
-async def give_up(db: db_engine.Database, ti_id: uuid.UUID, error: str) -> None:
-    """End a try its worker could not run (the API refused it or stayed unreachable):
-    failed, so the run still finishes. A try that already ended stays as it is."""
-    log.warning("task instance %s could not be run: %s", ti_id, error)
+async def give_up(db: db_engine.Database, report: Report) -> None:
+    """End, as failed, a try whose worker could not run it or died with it, so that the
+    run still finishes. Only a try still queued, or running on that very worker, is
+    ended: a try another worker runs is left alone."""
+    log.warning("task instance %s could not be run: %s", report.ti_id, report.error)
+    if report.lost:
+        # Still queued means it never started: it is handed out again instead.
+        states: tuple[TaskInstanceState, ...] = (TaskInstanceState.RUNNING,)
+    elif report.worker is None:
+        states = (TaskInstanceState.QUEUED,)
+    else:
+        states = ACTIVE
     try:
         await db.write(
             task_instances.finish,
-            ti_id=ti_id,
+            ti_id=report.ti_id,
             payload=schemas.TITerminalStatePayload(state="failed"),
-            from_states=ACTIVE,
+            from_states=states,
+            on_worker=report.worker,
         )
     except (errors.InvalidStateError, errors.NotFoundError, errors.StaleTryError) as exc:
-        log.info("task instance %s was not failed: %s", ti_id, exc.message)
+        log.info("task instance %s was not failed: %s", report.ti_id, exc.message)
 
 
 async def _send_queued(
@@ -101,6 +122,16 @@ async def _send_queued(
         workers.send(ti_id, signer.mint(ti_id))
 
 
+async def _settle(db: db_engine.Database, reports: list[Report], sent: set[uuid.UUID]) -> None:
+    while reports:
+        report = reports[0]
+        if report.error is not None:
+            await give_up(db, report)
+        if report.lost:
+            sent.discard(report.ti_id)
+        reports.pop(0)
+
+
 async def drive(
     db: db_engine.Database,
     workers: Workers,
@@ -113,19 +144,27 @@ async def drive(
     max_seconds: float = 3600.0,
 ) -> Counter[str]:
     """Send the run's queued tries (retries too, as they are queued) to ``workers``
-    until no try is queued or running; returns the final state counts."""
+    until no try is queued or running; returns the final state counts. Database
+    trouble that outlasts the transaction owner's retries is waited out, up to
+    ``max_seconds`` in all."""
     deadline = time.monotonic() + max_seconds
     sent: set[uuid.UUID] = set()
-    while True:
-        counts = await state_counts(db, dag_id, run_id)
-        stop = on_tick is not None and not on_tick(counts)
-        if stop or not is_active(counts) or not workers.alive() or time.monotonic() > deadline:
-            return counts
-        await _send_queued(db, workers, signer, (dag_id, run_id), sent)
+    reports: list[Report] = []
+    counts: Counter[str] = Counter()
+    while time.monotonic() < deadline:
+        try:
+            await _settle(db, reports, sent)
+            counts = await state_counts(db, dag_id, run_id)
+            if on_tick is not None and not on_tick(counts):
+                break
+            if not is_active(counts) or not workers.alive():
+                break
+            await _send_queued(db, workers, signer, (dag_id, run_id), sent)
+        except errors.DatabaseUnavailableError:
+            log.warning("the database is unavailable; trying again")
         # Wakes as soon as a worker reports back, so a retry is sent without delay.
-        for ti_id, error in await workers.finished(poll):
-            if error is not None:
-                await give_up(db, ti_id, error)
+        reports += await workers.finished(poll)
+    return counts
 
 
 async def state_counts(db: db_engine.Database, dag_id: str, run_id: str) -> Counter[str]:

@@ -5,6 +5,7 @@ elsewhere (``executors/celery_app``) run them."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
@@ -12,8 +13,10 @@ from celery.result import AsyncResult
 
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
-from taskexec.executors import base, celery_app
+from taskexec.executors import base, celery_app, worker
 from taskexec.security import TokenSigner
+
+log = logging.getLogger(__name__)
 
 # Tries on the broker at once. Workers take them as they free up; the executor only
 # needs enough queued that no worker waits, and polls each one's result.
@@ -46,23 +49,33 @@ class CeleryQueue:
             celery_app.TASK_NAME, args=[str(ti_id), token], queue=self._queue
         )
 
-    async def finished(self, wait: float) -> list[tuple[uuid.UUID, str | None]]:
-        """The tries whose result came back, with the error of those whose worker could
-        not run them."""
+    async def finished(self, wait: float) -> list[base.Report]:
+        """The tries whose report came back (polled every ``wait`` seconds)."""
         await asyncio.sleep(wait)
         # In this thread, like ``send``: the broker connection is not thread-safe.
-        done = self._collect()
-        for ti_id, _ in done:
+        reports = []
+        for ti_id, result in list(self._pending.items()):
+            try:
+                if not result.ready():
+                    continue
+                report = _report(ti_id, result)
+            except Exception as exc:
+                # The result backend itself failed (a reconnect, say): next poll.
+                log.warning("cannot read the result of task instance %s: %s", ti_id, exc)
+                continue
             del self._pending[ti_id]
-        return done
+            reports.append(report)
+        return reports
 
-    def _collect(self) -> list[tuple[uuid.UUID, str | None]]:
-        done: list[tuple[uuid.UUID, str | None]] = []
-        for ti_id, result in self._pending.items():
-            if result.ready():
-                failed = result.failed()
-                done.append((ti_id, f"{result.result!r}" if failed else None))
-        return done
+
+def _report(ti_id: uuid.UUID, result: AsyncResult) -> base.Report:
+    if result.failed():
+        # The task raised instead of reporting (its worker process died, say): where
+        # the try went is unknown, so only a try still queued is given up on.
+        return base.Report(ti_id, error=f"the Celery task failed: {result.result!r}")
+    finished: worker.Finished = result.result
+    at = (finished["hostname"], finished["pid"])
+    return base.Report(ti_id, error=finished["error"], worker=at)
 
 
 async def run_celery(

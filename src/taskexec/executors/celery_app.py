@@ -16,7 +16,7 @@ TASK_NAME = "taskexec.execute_task_instance"
 
 
 def _result_backend(broker_url: str) -> str:
-    # Results carry each try's outcome back to the executor.
+    # Results carry each try's report back to the executor.
     return "rpc://" if broker_url.startswith(("amqp", "pyamqp")) else broker_url
 
 
@@ -39,8 +39,9 @@ def get_app(broker_url: str) -> Celery:
     return app
 
 
-def execute_task_instance(ti_id: str, token: str) -> str:
-    """The Celery task: run one try with this worker's settings; returns its outcome."""
+def execute_task_instance(ti_id: str, token: str, *_older: object) -> worker.Finished:
+    """The Celery task: run one try with this worker's settings; report how it went.
+    (Messages from an older executor carry a third argument, ignored.)"""
     return worker.run_try(get_settings(), ti_id, token)
 
 

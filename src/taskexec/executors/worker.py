@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing.queues
+import multiprocessing.connection
+import os
+import socket
 import uuid
 from pathlib import Path
+from typing import TypedDict
 
 from taskexec.config import Settings
 from taskexec.sdk.client import RetryPolicy
@@ -20,10 +23,18 @@ from taskexec.sdk.runner import RunnerConfig, run_task_instance
 
 log = logging.getLogger(__name__)
 
-# What a local worker process sends back per try: (try id, outcome, error). The outcome
-# is None when the runner itself failed (the API refused or stayed unreachable through
-# every retry); the error then says why, and the executor ends the try.
-Finished = tuple[str, str | None, str | None]
+
+class Finished(TypedDict):
+    """What a worker reports per try (plain JSON, so Celery can carry it too)."""
+
+    ti_id: str
+    # None when the runner itself failed (the API refused the try or stayed unreachable
+    # through every retry); ``error`` then says why, and the executor ends the try if
+    # it is still queued or running on this worker.
+    outcome: str | None
+    error: str | None
+    hostname: str
+    pid: int
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
@@ -49,24 +60,26 @@ def dags_in(folder: Path) -> dict[str, Dag]:
     return load_dags(folder)
 
 
-def run_try(settings: Settings, ti_id: str, token: str) -> str:
-    """Run one try with this worker's settings; returns its outcome."""
-    dags = dags_in(settings.effective_dags_folder)
-    return run_task_instance(uuid.UUID(ti_id), token, dags, runner_config(settings)).outcome
+def run_try(settings: Settings, ti_id: str, token: str) -> Finished:
+    """Run one try with this worker's settings; report how it went (never raises)."""
+    outcome, error = None, None
+    try:
+        dags = dags_in(settings.effective_dags_folder)
+        outcome = run_task_instance(uuid.UUID(ti_id), token, dags, runner_config(settings)).outcome
+    except Exception as exc:
+        log.exception("task instance %s could not be run", ti_id)
+        error = f"{type(exc).__name__}: {exc}"
+    return Finished(
+        ti_id=ti_id, outcome=outcome, error=error, hostname=socket.gethostname(), pid=os.getpid()
+    )
 
 
-def process_main(
-    settings: Settings,
-    inbox: multiprocessing.queues.Queue[tuple[str, str] | None],
-    outbox: multiprocessing.queues.Queue[Finished],
-) -> None:
-    """A local worker process: run the tries the executor puts in ``inbox`` (``None``
-    ends the process) and report each in ``outbox``."""
+def process_main(settings: Settings, conn: multiprocessing.connection.Connection) -> None:
+    """A local worker process: run each try the executor sends on ``conn`` (``None``
+    ends the process) and report it back on the same pipe. The dags are loaded first,
+    as a worker that cannot load them should fail before it takes any try."""
     logging.basicConfig(level=logging.WARNING)
-    while (item := inbox.get()) is not None:
+    dags_in(settings.effective_dags_folder)
+    while (item := conn.recv()) is not None:
         ti_id, token = item
-        try:
-            outbox.put((ti_id, run_try(settings, ti_id, token), None))
-        except Exception as exc:
-            log.exception("task instance %s could not be run", ti_id)
-            outbox.put((ti_id, None, f"{type(exc).__name__}: {exc}"))
+        conn.send(run_try(settings, ti_id, token))

@@ -103,6 +103,7 @@ def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Po
         "TASKEXEC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
         "TASKEXEC_DB_POOL_SIZE": str(settings.db_pool_size),
         "TASKEXEC_DB_MAX_OVERFLOW": str(settings.db_max_overflow),
+        "TASKEXEC_RENDERED_FIELDS_RETAIN_RUNS": str(settings.rendered_fields_retain_runs),
     }
     proc = subprocess.Popen(
         [
@@ -293,6 +294,8 @@ def _bench_settings(config: BenchConfig, url: str, tmp: str) -> Settings:
         jwt_secret=SecretStr(secrets.token_urlsafe(48)),
         db_pool_size=per_worker,
         db_max_overflow=0,
+        # The growth step fills the table run by run: retention would prune what it fills.
+        rendered_fields_retain_runs=0,
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-import statistics
 import tempfile
 import time
 import uuid
@@ -89,7 +88,7 @@ def summarize(
         statuses={str(k): v for k, v in sorted(Counter(r.status for r in flat).items())},
         reasons=dict(Counter(r.reason for r in flat if not r.ok)),
         req_per_s=len(flat) / elapsed if elapsed else 0.0,
-        p50_ms=statistics.median(latencies) if latencies else 0.0,
+        p50_ms=stats.percentile(latencies, 50),
         p99_ms=stats.percentile(latencies, 99),
         max_ms=max(latencies, default=0.0),
         bad_rounds=bad_rounds,

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from taskexec.race import stats
 from taskexec.server.background import background_server
+from taskexec.wire import protocol
 
 _RTIF_PUT = re.compile(r"^/execution/task-instances/[^/]+/rtif$")
 # Connection-level headers are each hop's own; httpx and uvicorn set them again.
@@ -84,14 +85,15 @@ class RecordingProxy:
             for k, v in scope["headers"]
             if k.decode("latin-1").lower() not in _HOP_BY_HOP
         ]
-        url = scope["path"] + (
-            f"?{scope['query_string'].decode()}" if scope["query_string"] else ""
-        )
+        # The path as the client sent it, still percent-encoded.
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query = scope["query_string"]
+        url = (raw_path + (b"?" + query if query else b"")).decode("latin-1")
         request = self._client.build_request(scope["method"], url, headers=headers, content=body)
         if scope["method"] == "PUT" and _RTIF_PUT.match(scope["path"]):
             response = await self._timed_put(request, body, headers, url)
         else:
-            response = await self._forward(request)
+            response, _ = await self._forward(request)
         await _answer(send, response)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -106,23 +108,25 @@ class RecordingProxy:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _forward(self, request: httpx.Request) -> httpx.Response:
+    async def _forward(self, request: httpx.Request) -> tuple[httpx.Response, bool]:
+        """The server's response, and whether the server gave one (else a 502 from here)."""
         assert self._client is not None
         try:
-            return await self._client.send(request)
+            return await self._client.send(request), True
         except httpx.TransportError as exc:
-            return httpx.Response(
-                502, json={"detail": {"reason": "bad_gateway", "message": str(exc)}}
-            )
+            body = protocol.error_body("bad_gateway", f"{type(exc).__name__}: {exc}")
+            return httpx.Response(502, json=body), False
 
     async def _timed(self, request: httpx.Request, duplicate: bool) -> httpx.Response:
+        # Retried here, like the SDK's client would (a 503 while a deadlock persists, a
+        # connection the server closed), so the log says what each write finally got.
         started = time.perf_counter()
         for attempt in range(1, ATTEMPTS + 1):
-            response = await self._forward(request)
+            response, answered = await self._forward(request)
             if response.status_code < 500 or attempt == ATTEMPTS:
                 break
             await asyncio.sleep(_wait(response, attempt))
-        status = 0 if response.status_code == 502 else response.status_code
+        status = response.status_code if answered else 0
         self.log.add(status, time.perf_counter() - started, duplicate, retries=attempt - 1)
         return response
 
@@ -156,7 +160,7 @@ async def _read_body(receive: Receive) -> bytes:
 async def _answer(send: Send, response: httpx.Response) -> None:
     headers: list[tuple[bytes, bytes]] = [
         (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in response.headers.items()
+        for k, v in response.headers.multi_items()
         if k.lower() not in _HOP_BY_HOP
     ]
     content = response.content

@@ -111,21 +111,21 @@ async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, {"reason": reason, "message": str(exc.detail)}, exc.headers)
 
 
+async def _handle_db_error(request: Request, exc: Exception) -> JSONResponse:
+    # Neither retryable nor bad data (the transaction owner turns those into domain
+    # errors): a bug or an outage we do not understand.
+    return _internal_error(request, exc, f"database error: {db_errors.describe(exc)}")
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # A database error that is neither retryable nor bad data (the transaction owner
-    # turns those into domain errors) is a bug or an outage: log what it was.
-    what = (
-        f"database error: {db_errors.describe(exc)}"
-        if db_errors.is_database_error(exc)
-        else "unhandled error"
-    )
-    return _internal_error(request, exc, what)
+    return _internal_error(request, exc, "unhandled error")
 
 
 EXCEPTION_HANDLERS = {
     errors.TaskExecError: _handle_domain_error,
     RequestValidationError: _handle_validation_error,
     StarletteHTTPException: _handle_http_error,
+    db_errors.DatabaseError: _handle_db_error,
     Exception: _handle_unexpected,
 }
 

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskexec import errors, schemas
 from taskexec.db import errors as db_errors
 from taskexec.db import models, types
-from taskexec.db.models import DagRunState, TaskInstanceState
 from taskexec.wire import protocol
+from taskexec.wire.states import DagRunState, TaskInstanceState
 
 # Airflow's run-id characters. Ids travel in URL paths (/api/v1, /ui): a "/" or a bare
 # "." or ".." could never be addressed there.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -102,7 +103,7 @@ async def select_old_keys(
     """Up to ``limit`` keys of rendered-fields rows of runs older than ``cutoff``, in
     primary-key order."""
     rows = await conn.execute(_old_rows(dag_id, cutoff).order_by(*_KEY).limit(limit))
-    return [(row.dag_id, row.task_id, row.run_id, row.map_index) for row in rows]
+    return [cast(Key, tuple(row)) for row in rows]
 
 
 @RETENTION

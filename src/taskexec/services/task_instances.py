@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskexec import errors, schemas
 from taskexec.db import models, types
-from taskexec.db.models import TaskInstanceState
 from taskexec.services import dag_runs
 from taskexec.wire import protocol
 from taskexec.wire import schemas as wire_schemas
+from taskexec.wire.states import TaskInstanceState
 
 ti = models.task_instance
 tih = models.task_instance_history
@@ -157,18 +157,23 @@ async def finish(
     ti_id: uuid.UUID,
     payload: wire_schemas.TITerminalStatePayload | wire_schemas.TIRetryStatePayload,
     from_states: tuple[TaskInstanceState, ...] = (TaskInstanceState.RUNNING,),
+    on_worker: tuple[str, int] | None = None,
 ) -> Outcome:
-    """End a try: running → success, failed or up_for_retry (the worker's /state). An
-    executor that gives up on a try it dispatched also ends it here, from queued or
-    running. A request for the state the try is already in succeeds without changing
+    """End a try: running → success, failed or up_for_retry (the worker's /state).
+
+    An executor that gives up on a try it handed out ends it here too: ``from_states``
+    then names the states it may end it from, and ``on_worker`` (hostname, pid) the
+    worker it gave the try to, so that a try running on any other worker is never
+    touched. A request for the state the try is already in succeeds without changing
     anything."""
     target = TaskInstanceState(payload.state)
     end_date = payload.end_date or types.utcnow()
-    result = await conn.execute(
-        sa.update(ti)
-        .where(ti.c.id == ti_id, ti.c.state.in_(from_states))
-        .values(state=target, end_date=end_date)
-    )
+    where = [ti.c.id == ti_id, ti.c.state.in_(from_states)]
+    if on_worker is not None:
+        hostname, pid = on_worker
+        running_there = sa.and_(ti.c.hostname == hostname, ti.c.pid == pid)
+        where.append(sa.or_(ti.c.state != TaskInstanceState.RUNNING, running_there))
+    result = await conn.execute(sa.update(ti).where(*where).values(state=target, end_date=end_date))
     if result.rowcount == 0:
         await _settle_repeat(conn, ti_id, target)
         return Outcome.ALREADY

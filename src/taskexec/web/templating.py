@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from taskexec.api import deps
-from taskexec.db import models
+from taskexec.wire import states
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -31,7 +31,7 @@ SECURITY_HEADERS = {
 # The pages show what ran, so no shared cache may keep them.
 _PAGE_HEADERS = {"Cache-Control": "no-store"}
 
-KNOWN_STATES = frozenset({*models.TaskInstanceState, *models.DagRunState})
+KNOWN_STATES = frozenset({*states.TaskInstanceState, *states.DagRunState})
 
 
 def _when(moment: dt.datetime | None, zone: bool = True) -> str:

@@ -30,7 +30,8 @@ class TreeCopy(Generic[State, Out]):
     children lazily, between other callbacks: list a mutable container's children from
     a snapshot, so that user code a callback runs (a ``__str__``) cannot change them
     mid-walk. ``close``, if given, runs on a container's input and output once all its
-    children are stored.
+    children are stored. With ``revisit`` off, a container met a second time anywhere
+    (not only on the current path) is replaced by ``circular()``: each is walked once.
     """
 
     leaf: Callable[[object, State], Out]
@@ -40,6 +41,7 @@ class TreeCopy(Generic[State, Out]):
     too_deep: Callable[[], Out]
     circular: Callable[[], Out]
     close: Callable[[Any, Out], None] | None = None
+    revisit: bool = True
 
     def copy(self, value: object, state: State) -> Out:
         """The output for ``value``, walked iteratively (no depth raises RecursionError)."""
@@ -71,7 +73,8 @@ class TreeCopy(Generic[State, Out]):
                     break
             else:
                 stack.pop()
-                path.discard(id(item))
+                if self.revisit:
+                    path.discard(id(item))
                 if close is not None:
                     close(item, out)
         return root
@@ -90,11 +93,12 @@ def _ignore(_value: object, _state: None) -> None:
     return None
 
 
-def _open_for_depth(item: Any, _state: None) -> tuple[object, Iterable[Child[None]]]:
-    # Outputs go to a throwaway dict, all at one slot: only the depth is wanted. dict
-    # is checked before the Mapping ABC, which is slower to test.
+def open_unkept(item: Any, state: State) -> tuple[dict[int, object], Iterable[Child[State]]]:
+    """An ``open`` for walks that keep no copy (a check, a collection): every child of
+    ``item`` with the same ``state``, their outputs all dropped in one throwaway slot."""
+    # dict is checked before the Mapping ABC, which is slower to test.
     values = item.values() if isinstance(item, (dict, Mapping)) else item
-    return {}, zip(repeat(0), values, repeat(None))
+    return {}, zip(repeat(0), values, repeat(state))
 
 
 # Callers pass a constant limit: building the walk once per limit keeps small checks cheap.
@@ -102,7 +106,7 @@ def _open_for_depth(item: Any, _state: None) -> tuple[object, Iterable[Child[Non
 def _depth_walk(limit: int) -> TreeCopy[None, object]:
     return TreeCopy(
         leaf=_ignore,
-        open=_open_for_depth,
+        open=open_unkept,
         # The walk puts the root container at depth 0; the limit counts it as level 1.
         max_depth=limit - 1,
         too_deep=_exceeded,

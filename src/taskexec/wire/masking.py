@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -116,6 +117,29 @@ def _mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
     return "".join(parts)
 
 
+def _collect_secret(value: object, found: set[str]) -> None:
+    if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+        found.add(value)
+        # Passwords usually appear percent-encoded inside URLs.
+        found.add(urllib.parse.quote(value, safe=""))
+
+
+def _nothing() -> None:
+    return None
+
+
+# Collects every string leaf of a value to register as secrets: each container once
+# (a value shared many times over is not walked many times), at any depth.
+_SECRET_STRINGS: jsontree.TreeCopy[set[str], object] = jsontree.TreeCopy(
+    leaf=_collect_secret,
+    open=jsontree.open_unkept,
+    max_depth=sys.maxsize,
+    too_deep=_nothing,
+    circular=_nothing,
+    revisit=False,
+)
+
+
 class SecretsMasker:
     """Replaces sensitive values in (nested) rendered fields with ``***``."""
 
@@ -153,20 +177,7 @@ class SecretsMasker:
     def add_secret(self, value: object) -> None:
         """Register a secret string, or every string leaf of a dict, list or tuple."""
         new: set[str] = set()
-        seen: set[int] = set()
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, str):
-                if len(item) >= MIN_SECRET_LENGTH:
-                    new.add(item)
-                    # Passwords usually appear percent-encoded inside URLs.
-                    new.add(urllib.parse.quote(item, safe=""))
-            elif isinstance(item, Mapping | list | tuple | set | frozenset):
-                if id(item) in seen:
-                    continue
-                seen.add(id(item))
-                stack.extend(item.values() if isinstance(item, Mapping) else item)
+        _SECRET_STRINGS.copy(value, new)
         if not new:
             return
         with self._lock:
