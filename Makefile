@@ -1,4 +1,4 @@
-# Quickstart: `make demo` (runs the example on SQLite) and `make test` (lint, types, tests).
+# Quickstart: `make demo` (runs the example on SQLite) and `make test` (lint, types, layers, tests).
 # Each creates the virtualenv it needs on first use.
 
 PYTHON ?= python3
@@ -29,9 +29,11 @@ demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/taskexec demo
 
 lint: $(TEST_VENV)/.installed
-	$(TEST_VENV)/bin/ruff check src tests
-	$(TEST_VENV)/bin/ruff format --check src tests
+	$(TEST_VENV)/bin/ruff check src tests tools
+	$(TEST_VENV)/bin/ruff format --check src tests tools
 	$(TEST_VENV)/bin/mypy
+	$(TEST_VENV)/bin/lint-imports --no-cache
+	$(TEST_VENV)/bin/python tools/check_shape.py src
 
 test: lint
 	$(TEST_VENV)/bin/pytest $(PYTEST_ARGS)

@@ -22,12 +22,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from taskexec.api.app import create_app
-from taskexec.api.background import background_server
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
-from taskexec.db import migrate
-from taskexec.race import databases
+from taskexec.db import migrate, scratch
+from taskexec.server.app import create_app
+from taskexec.server.background import background_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ("sqlite", "postgresql", "mariadb")
@@ -49,7 +48,7 @@ def _admin_url(backend: str) -> str:
 
 
 def _check_reachable(url: str) -> None:
-    engine = databases.admin_engine(url)
+    engine = scratch.admin_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -65,7 +64,7 @@ def pg_template() -> Iterator[str]:
     admin = _admin_url("postgresql")
     _check_reachable(admin)
     name = f"taskexec_tpl_{os.getpid()}"
-    engine = databases.admin_engine(admin)
+    engine = scratch.admin_engine(admin)
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -81,7 +80,7 @@ def pg_template() -> Iterator[str]:
 
 def _fresh_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
-        with databases.fresh_database("sqlite", "sqlite://", workdir=tmp_path) as url:
+        with scratch.fresh_database("sqlite", "sqlite://", workdir=tmp_path) as url:
             yield url
         return
     admin = _admin_url(backend)
@@ -91,7 +90,7 @@ def _fresh_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path
     else:
         _check_reachable(admin)
     name = "mysql" if backend == "mariadb" else backend
-    with databases.fresh_database(name, admin, template=template) as url:
+    with scratch.fresh_database(name, admin, template=template) as url:
         yield url
 
 

@@ -12,21 +12,68 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from taskexec import cli, schemas
+from taskexec import schemas
 from taskexec.config import Settings
+from taskexec.db import engine as db_engine
 from taskexec.db import models
 from taskexec.race import harness
+from taskexec.sdk.dag import Dag
+from taskexec.security import TokenSigner
+from taskexec.services import dag_runs, rendered_fields
+
+
+def seed_run(
+    settings: Settings,
+    *,
+    dag_id: str = "test_dag",
+    tasks: int = 1,
+    map_count: int | None = None,
+    max_tries: int = 0,
+    run_id: str | None = None,
+) -> schemas.CreatedDagRun:
+    """Create a dag run with queued task instances ``task_0``.. (each mapped over
+    ``map_count`` indexes), through the transaction owner and the one service that
+    creates runs; with a token for each task instance."""
+    indexes = range(map_count) if map_count is not None else [-1]
+    specs = [(f"task_{n}", m, max_tries) for n in range(tasks) for m in indexes]
+
+    async def go() -> schemas.NewDagRun:
+        async with db_engine.open_database(settings) as db:
+            return await db.write(
+                dag_runs.create_dag_run, dag_id=dag_id, tasks=specs, run_id=run_id
+            )
+
+    return schemas.CreatedDagRun.with_tokens(asyncio.run(go()), TokenSigner(settings).mint)
+
+
+def seed_dag_run(settings: Settings, dag: Dag) -> schemas.NewDagRun:
+    """Create a run of ``dag`` with its task instances queued, as ``taskexec trigger``
+    does: through the transaction owner and the one service that creates runs."""
+
+    async def go() -> schemas.NewDagRun:
+        async with db_engine.open_database(settings) as db:
+            return await db.write(
+                dag_runs.create_dag_run, dag_id=dag.dag_id, tasks=dag.task_instance_keys()
+            )
+
+    return asyncio.run(go())
+
+
+def store_fields(settings: Settings, ti_id: uuid.UUID, fields: dict[str, Any]) -> None:
+    """Store rendered fields for a task instance through the production write."""
+
+    async def go() -> None:
+        async with db_engine.open_database(settings) as db:
+            await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
+
+    asyncio.run(go())
 
 
 def seed(
     settings: Settings, tasks: int = 1, map_count: int | None = None, max_tries: int = 0
 ) -> schemas.CreatedDagRun:
     """Create a dag run with queued task instances (and their tokens) in the test DB."""
-    return asyncio.run(
-        cli.create_run(
-            settings, dag_id="test_dag", tasks=tasks, map_count=map_count, max_tries=max_tries
-        )
-    )
+    return seed_run(settings, tasks=tasks, map_count=map_count, max_tries=max_tries)
 
 
 def get_as(

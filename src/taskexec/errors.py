@@ -1,6 +1,6 @@
 """Domain exceptions. Each has a snake_case ``reason``; its docstring is the default message.
 
-The HTTP status for each class lives in one table, in ``taskexec.api.app``.
+The HTTP status for each class lives in one table, in ``taskexec.server.app``.
 """
 
 from __future__ import annotations
@@ -93,6 +93,12 @@ class TokenSubjectMismatchError(TaskExecError):
     """Token subject does not match task instance id."""
 
     reason = "token_subject_mismatch"
+
+
+class InvalidValueError(TaskExecError):
+    """The database cannot store this value."""
+
+    reason = "invalid_value"
 
 
 class DatabaseUnavailableError(TaskExecError):

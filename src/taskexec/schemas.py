@@ -1,162 +1,57 @@
-"""Request payloads and response bodies. Field names follow Airflow's Execution API
-where the paths are shared, so an Airflow-shaped client can talk to taskexec."""
+"""Bodies of the read API (/api/v1) and of ``taskexec runs create``. The Execution
+API's bodies, shared with workers, are in ``taskexec.wire.schemas``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
-
-
-class TIEnterRunningPayload(BaseModel):
-    """Body of ``PATCH /run``: queued → running."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    state: Literal["running"] = "running"
-    hostname: str = Field(min_length=1, max_length=1000)
-    unixname: str | None = None
-    pid: int = Field(ge=0, le=2**31 - 1)
-    start_date: dt.datetime | None = None
+from pydantic import BaseModel, Field, JsonValue
 
 
-class TIHeartbeatPayload(BaseModel):
-    """Body of ``PUT /heartbeat``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    hostname: str = Field(min_length=1, max_length=1000)
-    pid: int = Field(ge=0, le=2**31 - 1)
-
-
-class TITerminalStatePayload(BaseModel):
-    """running → success or failed."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    state: Literal["success", "failed"]
-    end_date: dt.datetime | None = None
-
-
-class TIRetryStatePayload(BaseModel):
-    """running → up_for_retry: the try moves to history and a new try is queued."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    state: Literal["up_for_retry"]
-    end_date: dt.datetime | None = None
-
-
-TIStatePayload = Annotated[
-    TITerminalStatePayload | TIRetryStatePayload, Field(discriminator="state")
-]
-
-
-class DagRunInfo(BaseModel):
-    """The dag run a task instance belongs to."""
-
-    dag_id: str
-    run_id: str
-    logical_date: dt.datetime | None
-    run_after: dt.datetime
-    state: str
-    conf: dict[str, Any]
-    run_type: str = "manual"
-    clear_number: int = 0
-
-
-class TIRunContextResponse(BaseModel):
-    """Answer to ``PATCH /run``: what the worker needs to run this try."""
-
-    dag_run: DagRunInfo
-    task_id: str
-    map_index: int
-    try_number: int
-    max_tries: int
-    should_retry: bool
-    task_reschedule_count: int = 0
-    variables: list[Any] = []
-    connections: list[Any] = []
-    xcom_keys_to_clear: list[str] = []
-    upstream_map_indexes: dict[str, Any] | None = None
-    next_method: str | None = None
-    next_kwargs: dict[str, Any] | None = None
-
-
-class MessageResponse(BaseModel):
-    """A plain acknowledgement."""
-
-    message: str
-
-
-# The optional request header of ``PUT /rtif`` that carries each field's renderer and
-# truncation (see ``FieldMeta``).
-FIELD_META_HEADER = "Taskexec-Rendered-Fields-Meta"
-
-# A renderer names how a field is shown (bash, sql, json, ...). Any short identifier is
-# accepted, so that Airflow's renderers pass through; the web page highlights those it
-# knows and shows the rest as plain text.
-RendererName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_+-]{0,31}$")]
-
-
-class FieldMeta(BaseModel):
-    """What the worker knows about one rendered field, beyond its value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    renderer: RendererName | None = None
-    # Bounded so that any accepted value can be stored (JSON integers past 64 bits cannot).
-    truncated_at: int | None = Field(
-        default=None, gt=0, le=2**31 - 1, description="max length the worker cut to"
-    )
-
-
-class RenderedFieldsResponse(BaseModel):
-    """The stored rendered fields of a task instance."""
-
-    task_instance_id: uuid.UUID
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int
-    try_number: int
-    updated_at: dt.datetime
-    rendered_fields: dict[str, JsonValue]
-
-
-class ErrorDetail(BaseModel):
-    """The ``detail`` of every error response."""
-
-    model_config = ConfigDict(extra="allow")
-
-    reason: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    """Every error response: ``{"detail": {"reason": ..., "message": ...}}``."""
-
-    detail: ErrorDetail
-
-
-class CreatedTaskInstance(BaseModel):
-    """One task instance created by ``taskexec runs create``, with its token."""
+class NewTaskInstance(BaseModel):
+    """A task instance as ``dag_runs.create_dag_run`` created it: queued, try 1."""
 
     id: uuid.UUID
     task_id: str
     map_index: int
     try_number: int
+
+
+class NewDagRun(BaseModel):
+    """A dag run as ``dag_runs.create_dag_run`` created it."""
+
+    dag_id: str
+    run_id: str
+    task_instances: list[NewTaskInstance]
+
+
+class CreatedTaskInstance(NewTaskInstance):
+    """One task instance created by ``taskexec runs create``, with its token."""
+
     token: str
 
 
 class CreatedDagRun(BaseModel):
-    """The output of ``taskexec runs create``."""
+    """The output of ``taskexec runs create``: the new run, a token per task instance."""
 
     dag_id: str
     run_id: str
     task_instances: list[CreatedTaskInstance]
+
+    @classmethod
+    def with_tokens(cls, run: NewDagRun, mint: Callable[[uuid.UUID], str]) -> CreatedDagRun:
+        """``run`` with a token from ``mint`` for each of its task instances."""
+        return cls(
+            dag_id=run.dag_id,
+            run_id=run.run_id,
+            task_instances=[
+                CreatedTaskInstance(**ti.model_dump(), token=mint(ti.id))
+                for ti in run.task_instances
+            ],
+        )
 
 
 # --- The read API (/api/v1): for people and tools, not workers. ---

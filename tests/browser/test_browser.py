@@ -9,7 +9,6 @@ where that fails the run (as the database fixtures do).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
@@ -20,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from taskexec import cli, schemas
+from taskexec import schemas
 from taskexec.sdk import serialization
+from taskexec.wire import protocol
 
 from conftest import IN_CI, LiveServer
-from helpers import auth, only
+from helpers import auth, only, seed_run
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -97,7 +97,7 @@ def _create_run(settings: Any, dag_id: str, map_count: int | None) -> schemas.Cr
     created: list[schemas.CreatedDagRun] = []
     worker = threading.Thread(
         target=lambda: created.append(
-            asyncio.run(cli.create_run(settings, dag_id=dag_id, tasks=1, map_count=map_count))
+            seed_run(settings, dag_id=dag_id, tasks=1, map_count=map_count)
         )
     )
     worker.start()
@@ -112,7 +112,7 @@ def _put(
     fields: dict[str, object],
     meta: dict[str, object],
 ) -> None:
-    headers = {**auth(ti.token), schemas.FIELD_META_HEADER: json.dumps(meta)}
+    headers = {**auth(ti.token), protocol.FIELD_META_HEADER: json.dumps(meta)}
     resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json=fields, headers=headers)
     assert resp.status_code == 201, resp.text
 

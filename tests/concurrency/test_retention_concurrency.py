@@ -23,12 +23,13 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from taskexec.api.app import create_app
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import models
 from taskexec.security import TokenSigner
-from taskexec.services import dag_runs, retention
+from taskexec.server import pruner
+from taskexec.server.app import create_app
+from taskexec.services import dag_runs
 
 from conftest import run_server
 from helpers import auth, only, report
@@ -40,7 +41,7 @@ RETAIN = 3
 DAGS = ("etl_a", "etl_b", "etl_c", "etl_d")
 RUN_EVERY_SECONDS = 0.06
 # Two plain tasks and one mapped over ten indexes: twelve task instances per run.
-TASKS = [("extract", -1), ("load", -1), *(("transform", m) for m in range(10))]
+TASKS = [("extract", -1, 0), ("load", -1, 0), *(("transform", m, 0) for m in range(10))]
 
 Item = tuple[str, str]  # (task-instance id, token)
 
@@ -64,12 +65,12 @@ def _creator(
                     return
                 dag_id = DAGS[n % len(DAGS)]
                 run_id = f"load_{n:05d}"
-                rows = await db.write(
+                run = await db.write(
                     dag_runs.create_dag_run, dag_id=dag_id, run_id=run_id, tasks=TASKS
                 )
                 created.append((dag_id, run_id))
-                for row in rows:
-                    work.put((str(row["id"]), signer.mint(row["id"])))
+                for ti in run.task_instances:
+                    work.put((str(ti.id), signer.mint(ti.id)))
                 await asyncio.sleep(RUN_EVERY_SECONDS)
         finally:
             await db.dispose()
@@ -208,13 +209,13 @@ def test_first_writes_of_new_runs_while_the_server_prunes(
     assert rows_left == len(DAGS) * RETAIN * len(TASKS)
 
 
-def _final_prune(settings: Settings) -> retention.PruneResult:
-    async def go() -> retention.PruneResult:
+def _final_prune(settings: Settings) -> pruner.PruneResult:
+    async def go() -> pruner.PruneResult:
         db = db_engine.Database(
             db_engine.make_engine(settings.effective_database_url, settings), settings
         )
         try:
-            return await retention.prune_rendered_fields(
+            return await pruner.prune_rendered_fields(
                 db, retain=RETAIN, batch_size=settings.prune_batch_size
             )
         finally:

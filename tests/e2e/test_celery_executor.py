@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from taskexec import trigger
 from taskexec.config import Settings
-from taskexec.executors import celery
+from taskexec.executors import base, celery
+from taskexec.race import proxy
 from taskexec.sdk.dag import load_dags
 
 from conftest import TEST_SECRET, LiveServer
-from helpers import only, report, rtif_rows
+from helpers import only, report, rtif_rows, seed_dag_run
 
 ITEMS = 24
 
@@ -53,6 +53,24 @@ def _reachable(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _run_with_a_worker(
+    settings: Settings, env: dict[str, str], run_id: str, log: Path
+) -> base.RunReport:
+    """Execute the run on a ``taskexec celery-worker`` subprocess started with ``env``."""
+    with log.open("w") as worker_log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "taskexec", "celery-worker", "--concurrency", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=worker_log,
+        )
+    try:
+        return asyncio.run(celery.run_celery(settings, "celery_e2e", run_id, max_seconds=180))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
 @only("postgresql")
 @pytest.mark.parametrize("broker", sorted(BROKERS))
 def test_celery_executor(
@@ -71,46 +89,36 @@ def test_celery_executor(
     dags_folder.mkdir()
     (dags_folder / "celery_e2e.py").write_text(textwrap.dedent(DAG_FILE))
     queue = f"taskexec-test-{uuid.uuid4().hex[:8]}"
-    worker_settings = settings.model_copy(
-        update={
-            "api_url": live_server.base_url,
-            "dags_folder": dags_folder,
-            "celery_broker_url": url,
-            "celery_queue": queue,
-        }
-    )
-    env = {
-        **os.environ,
-        "TASKEXEC_API_URL": live_server.base_url,
-        "TASKEXEC_DAGS_FOLDER": str(dags_folder),
-        "TASKEXEC_CELERY_BROKER_URL": url,
-        "TASKEXEC_CELERY_QUEUE": queue,
-        "TASKEXEC_JWT_SECRET": TEST_SECRET,
-        "TASKEXEC_DATA_DIR": str(tmp_path / "worker"),
-    }
-    with (tmp_path / "worker.log").open("w") as worker_log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "taskexec", "celery-worker", "--concurrency", "2"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=worker_log,
+    run = seed_dag_run(settings, load_dags(dags_folder)["celery_e2e"])
+    assert len(run.task_instances) == ITEMS
+    # The workers reach the server through the race's proxy, which counts their writes.
+    with proxy.recording_proxy(live_server.base_url) as (proxy_url, writes):
+        worker_settings = settings.model_copy(
+            update={
+                "api_url": proxy_url,
+                "dags_folder": dags_folder,
+                "celery_broker_url": url,
+                "celery_queue": queue,
+            }
         )
-    try:
-        dag = load_dags(dags_folder)["celery_e2e"]
-        run_id, rows = asyncio.run(trigger.trigger_dag(worker_settings, dag))
-        assert len(rows) == ITEMS
-        result = celery.run_celery(worker_settings, "celery_e2e", run_id, timeout=180)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        env = {
+            **os.environ,
+            "TASKEXEC_API_URL": proxy_url,
+            "TASKEXEC_DAGS_FOLDER": str(dags_folder),
+            "TASKEXEC_CELERY_BROKER_URL": url,
+            "TASKEXEC_CELERY_QUEUE": queue,
+            "TASKEXEC_JWT_SECRET": TEST_SECRET,
+            "TASKEXEC_DATA_DIR": str(tmp_path / "worker"),
+        }
+        result = _run_with_a_worker(worker_settings, env, run.run_id, tmp_path / "worker.log")
     report(
         f"[celery/{broker}] {sum(result.counts.values())} task instances {dict(result.counts)}, "
-        f"RTIF writes {result.writes.sent}, non-2xx {result.writes.non_2xx}, "
+        f"RTIF writes {writes.sent}, non-2xx {writes.non_2xx}, "
         f"{result.seconds:.1f}s"
     )
     assert dict(result.counts) == {"success": ITEMS}, (tmp_path / "worker.log").read_text()[-3000:]
-    assert result.writes.non_2xx == 0
-    assert result.writes.sent == ITEMS + 1  # item 3 wrote on both tries
+    assert writes.non_2xx == 0
+    assert writes.sent == ITEMS + 1  # item 3 wrote on both tries
     stored = {r["map_index"]: r for r in rtif_rows(sync_engine)}
     assert sorted(stored) == list(range(ITEMS))
     assert stored[3]["try_number"] == 2

@@ -4,20 +4,24 @@ worker processes, a live API server; every try succeeds and every RTIF row is ri
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from taskexec import trigger
 from taskexec.config import Settings
 from taskexec.db import models
 from taskexec.executors import local
+from taskexec.race import proxy
 from taskexec.sdk.dag import load_dags
 
 from conftest import LiveServer
-from helpers import report, rtif_rows
+from helpers import only, report, rtif_rows, seed_dag_run
 
 SECRET = "hunter2-very-secret"
 ITEMS = 200
@@ -63,27 +67,24 @@ def test_local_executor_runs_a_mapped_dag(
     dags_folder = tmp_path / "dags"
     dags_folder.mkdir()
     (dags_folder / "e2e_mapped.py").write_text(textwrap.dedent(DAG_FILE))
-    worker_settings = settings.model_copy(
-        update={"api_url": live_server.base_url, "dags_folder": dags_folder}
-    )
-    dag = load_dags(dags_folder)["e2e_mapped"]
-    run_id, rows = asyncio.run(trigger.trigger_dag(worker_settings, dag))
-    assert len(rows) == ITEMS + 2
+    run = seed_dag_run(settings, load_dags(dags_folder)["e2e_mapped"])
+    assert len(run.task_instances) == ITEMS + 2
 
-    result = local.run_local(
-        worker_settings, "e2e_mapped", run_id, workers=8, duplicate_writes=True
-    )
-    writes = result.writes
+    # Every rendered-fields PUT goes through the race's proxy, which sends it twice.
+    with proxy.recording_proxy(live_server.base_url, duplicate=True) as (url, writes):
+        worker_settings = settings.model_copy(update={"api_url": url, "dags_folder": dags_folder})
+        result = asyncio.run(local.run_local(worker_settings, "e2e_mapped", run.run_id, workers=8))
     report(
         f"[{backend}] local executor, 8 processes: {sum(result.counts.values())} task instances "
         f"{dict(result.counts)}, RTIF writes {writes.sent} "
-        f"(duplicates in flight {writes.duplicates}), non-2xx {writes.non_2xx}, "
+        f"(duplicates in flight {writes.duplicates}), non-2xx {writes.non_2xx} "
+        f"{dict(writes.statuses)}, retried {writes.retries}, "
         f"p50 {writes.percentile(50) * 1000:.1f} ms, p99 {writes.percentile(99) * 1000:.1f} ms, "
         f"{result.seconds:.1f}s"
     )
     assert dict(result.counts) == {"success": ITEMS + 2}
-    assert result.writes.non_2xx == 0
-    assert result.writes.sent == 2 * (ITEMS + 3)  # every PUT twice; flaky wrote on both tries
+    assert writes.non_2xx == 0
+    assert writes.sent == 2 * (ITEMS + 3)  # every PUT twice; flaky wrote on both tries
 
     stored = {(r["task_id"], r["map_index"]): r for r in rtif_rows(sync_engine)}
     assert len(stored) == ITEMS + 2
@@ -105,7 +106,7 @@ def test_local_executor_runs_a_mapped_dag(
 
 
 @pytest.mark.sqlite
-def test_unreachable_api_fails_the_claimed_tries_instead_of_hanging(
+def test_unreachable_api_fails_the_tries_instead_of_hanging(
     settings: Settings, tmp_path: Path
 ) -> None:
     dags_folder = tmp_path / "dags"
@@ -123,6 +124,93 @@ def test_unreachable_api_fails_the_claimed_tries_instead_of_hanging(
             "execution_api_retries": 1,
         }
     )
-    run_id, _ = asyncio.run(trigger.trigger_dag(nowhere, load_dags(dags_folder)["tiny"]))
-    result = local.run_local(nowhere, "tiny", run_id, workers=1)
+    run = seed_dag_run(nowhere, load_dags(dags_folder)["tiny"])
+    result = asyncio.run(local.run_local(nowhere, "tiny", run.run_id, workers=1))
     assert dict(result.counts) == {"failed": 2}
+
+
+SLOW_DAG = """
+import time
+
+from taskexec.sdk import Dag, PythonTask, TaskFailedError
+
+
+def slow(context):
+    time.sleep(3)
+    if context["try_number"] == 1:
+        raise TaskFailedError("the first try fails, after the kill")
+
+
+def quick():
+    return 1
+
+
+with Dag("slow"):
+    PythonTask("a_slow", python_callable=slow, retries=1)
+    for n in range(4):
+        PythonTask(f"b_{n}", python_callable=quick)
+"""
+
+
+def _worker_processes() -> list[int]:
+    """The pids of this process's children that are multiprocessing workers."""
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def _kill_when_slow_runs(engine: sa.Engine, *, the_busy_one: bool) -> threading.Thread:
+    """SIGKILL a worker process while the first try of ``a_slow`` runs: the process
+    running it, or the other one once it is idle (every ``b_*`` done)."""
+
+    def kill() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = {r["task_id"]: r for r in _ti_rows(engine)}
+            slow = rows["a_slow"]
+            others_done = all(r["state"] == "success" for t, r in rows.items() if t != "a_slow")
+            if slow["state"] == "running" and (the_busy_one or others_done):
+                victims = [p for p in _worker_processes() if (p == slow["pid"]) == the_busy_one]
+                os.kill(victims[0], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    return killer
+
+
+@only("sqlite")
+@pytest.mark.parametrize("the_busy_one", [False, True], ids=["idle", "busy"])
+def test_a_worker_process_killed_mid_run_does_not_stop_the_run(
+    live_server: LiveServer,
+    settings: Settings,
+    sync_engine: sa.Engine,
+    tmp_path: Path,
+    the_busy_one: bool,
+) -> None:
+    """kill -9 of a worker process: the run still finishes. Killing the idle one, the
+    other and a replacement carry on (``a_slow``'s retry runs after the kill); killing
+    the busy one, the try it was running ends as failed instead of keeping the run
+    waiting."""
+    dags_folder = tmp_path / "dags"
+    dags_folder.mkdir()
+    (dags_folder / "slow.py").write_text(SLOW_DAG)
+    run = seed_dag_run(settings, load_dags(dags_folder)["slow"])
+    worker_settings = settings.model_copy(
+        update={"api_url": live_server.base_url, "dags_folder": dags_folder}
+    )
+    killer = _kill_when_slow_runs(sync_engine, the_busy_one=the_busy_one)
+    result = asyncio.run(local.run_local(worker_settings, "slow", run.run_id, workers=2))
+    killer.join(timeout=5)
+    states = {r["task_id"]: (r["state"], r["try_number"]) for r in _ti_rows(sync_engine)}
+    expected = {"a_slow": ("failed", 1) if the_busy_one else ("success", 2)}
+    expected.update({f"b_{n}": ("success", 1) for n in range(4)})
+    assert states == expected
+    assert not result.counts["queued"] and not result.counts["running"]
+
+
+def _ti_rows(engine: sa.Engine) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(models.task_instance))]

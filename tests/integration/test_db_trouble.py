@@ -3,6 +3,7 @@ Anything else: a 500 that carries a correlation id and never SQL or a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
@@ -12,9 +13,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from taskexec.api.app import create_app
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
+from taskexec.server.app import create_app
 
 from conftest import TEST_SECRET, LiveServer, run_server
 from helpers import auth, only, rtif_rows, seed
@@ -216,4 +217,31 @@ def test_unreachable_database_is_503(tmp_path: Path, url: str) -> None:
         resp = client.put(f"/execution/task-instances/{ti_id}/rtif", json={}, headers=auth(token))
     assert resp.status_code == 503, resp.text
     assert resp.json()["detail"]["reason"] == "database_unavailable"
+    _no_leak(resp)
+
+
+@only("sqlite")
+def test_a_database_error_is_answered_by_the_app_not_raised(settings: Settings) -> None:
+    """The handler table answers database errors itself: nothing escapes the ASGI app,
+    or this in-process client would raise instead of returning the 500."""
+    ti = seed(settings).task_instances[0]
+    app = create_app(settings)
+
+    async def explode(operation: str) -> None:
+        raise _fake(psycopg.errors.UndefinedTable("no table"))
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+        ):
+            app.state.db.before_commit = explode
+            return await client.put(
+                f"/execution/task-instances/{ti.id}/rtif", json={"a": 1}, headers=auth(ti.token)
+            )
+
+    resp = asyncio.run(go())
+    assert resp.status_code == 500
+    assert resp.json()["detail"]["reason"] == "internal_error"
     _no_leak(resp)

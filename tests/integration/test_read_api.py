@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -13,14 +12,15 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from taskexec import cli, errors, schemas
-from taskexec.api.app import create_app
+from taskexec import errors, schemas
 from taskexec.api.deps import is_loopback, open_read_warning
 from taskexec.config import Settings
 from taskexec.db import models
+from taskexec.server.app import create_app
+from taskexec.wire import protocol
 
 from conftest import LiveServer
-from helpers import auth, get_as, only, seed
+from helpers import auth, get_as, only, seed, seed_run
 
 API = "/api/v1"
 
@@ -37,7 +37,7 @@ def _put(
 ) -> None:
     headers = auth(ti.token)
     if meta is not None:
-        headers[schemas.FIELD_META_HEADER] = json.dumps(meta)
+        headers[protocol.FIELD_META_HEADER] = json.dumps(meta)
     resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json=fields, headers=headers)
     assert resp.status_code == 201, resp.text
 
@@ -51,11 +51,8 @@ def _set_run_state(engine: sa.Engine, run_id: str, state: str) -> None:
 def test_dags_runs_and_pagination(
     client: httpx.Client, settings: Settings, sync_engine: sa.Engine
 ) -> None:
-    runs = [
-        asyncio.run(cli.create_run(settings, dag_id="alpha", tasks=1, map_count=None))
-        for _ in range(5)
-    ]
-    asyncio.run(cli.create_run(settings, dag_id="beta", tasks=2, map_count=None))
+    runs = [seed_run(settings, dag_id="alpha", tasks=1) for _ in range(5)]
+    seed_run(settings, dag_id="beta", tasks=2)
     _set_run_state(sync_engine, runs[1].run_id, "success")
     _set_run_state(sync_engine, runs[3].run_id, "success")
 
@@ -205,7 +202,7 @@ def test_meta_header_for_fields_not_sent_is_dropped(
 )
 def test_bad_meta_header_is_422(client: httpx.Client, settings: Settings, meta: str) -> None:
     ti = seed(settings).task_instances[0]
-    headers = {**auth(ti.token), schemas.FIELD_META_HEADER: meta}
+    headers = {**auth(ti.token), protocol.FIELD_META_HEADER: meta}
     resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json={"a": "x"}, headers=headers)
     _assert_error(resp, 422, "invalid_body")
 
@@ -306,7 +303,7 @@ def test_oversized_meta_header_is_413(client: httpx.Client, settings: Settings) 
     ti = seed(settings).task_instances[0]
     meta = json.dumps({f"f{n}": {"renderer": "sql"} for n in range(4000)})
     assert len(meta) > 64 * 1024
-    headers = {**auth(ti.token), schemas.FIELD_META_HEADER: meta}
+    headers = {**auth(ti.token), protocol.FIELD_META_HEADER: meta}
     resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json={"a": "x"}, headers=headers)
     _assert_error(resp, 413, "payload_too_large")
 
@@ -338,4 +335,4 @@ def test_ids_that_a_url_cannot_carry_are_refused(
     settings: Settings, dag_id: str, run_id: str
 ) -> None:
     with pytest.raises(errors.InvalidBodyError, match="must be 1-250 of the characters"):
-        asyncio.run(cli.create_run(settings, dag_id=dag_id, tasks=1, map_count=None, run_id=run_id))
+        seed_run(settings, dag_id=dag_id, tasks=1, run_id=run_id)

@@ -13,18 +13,18 @@ import pytest
 import sqlalchemy as sa
 
 from taskexec import cli
-from taskexec.api import pruner
-from taskexec.api.app import create_app
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import models
-from taskexec.services import dag_runs, rendered_fields, retention
+from taskexec.server import pruner
+from taskexec.server.app import create_app
+from taskexec.services import dag_runs, rendered_fields
 
 from conftest import run_server
-from helpers import auth, only
+from helpers import auth, only, seed_run
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-TASKS = (("extract", -1), ("load", -1))
+TASKS = (("extract", -1, 0), ("load", -1, 0))
 
 Run = tuple[str, str]  # (dag_id, run_id)
 
@@ -39,7 +39,7 @@ def make_runs(
     settings: Settings,
     dag_id: str,
     days: Sequence[int],
-    tasks: Sequence[tuple[str, int]] = TASKS,
+    tasks: Sequence[tuple[str, int, int]] = TASKS,
 ) -> list[str]:
     """Create one run per entry of ``days`` (run_after = T0 + days), in that order, and
     write rendered fields for every task instance through the real upsert."""
@@ -50,18 +50,18 @@ def make_runs(
         try:
             for n, day in enumerate(days):
                 run_id = f"run_{n}_day_{day}"
-                rows = await db.write(
+                run = await db.write(
                     dag_runs.create_dag_run,
                     dag_id=dag_id,
                     run_id=run_id,
                     tasks=tasks,
                     logical_date=T0 + dt.timedelta(days=day),
                 )
-                for row in rows:
+                for ti in run.task_instances:
                     await db.write(
                         rendered_fields.upsert_rendered_fields,
-                        ti_id=row["id"],
-                        fields={"sql": f"select '{run_id}'", "map_index": row["map_index"]},
+                        ti_id=ti.id,
+                        fields={"sql": f"select '{run_id}'", "map_index": ti.map_index},
                     )
                 run_ids.append(run_id)
         finally:
@@ -73,13 +73,13 @@ def make_runs(
 
 def prune(
     settings: Settings, retain: int, *, batch_size: int = 500, dry_run: bool = False
-) -> retention.PruneResult:
+) -> pruner.PruneResult:
     """One prune through a fresh transaction owner, as the CLI does it."""
 
-    async def go() -> retention.PruneResult:
+    async def go() -> pruner.PruneResult:
         db = _database(settings)
         try:
-            return await retention.prune_rendered_fields(
+            return await pruner.prune_rendered_fields(
                 db, retain=retain, batch_size=batch_size, dry_run=dry_run
             )
         finally:
@@ -139,7 +139,7 @@ def test_ties_on_run_after_are_broken_by_creation_order(
 def test_mapped_task_instances_go_or_stay_with_their_run(
     settings: Settings, sync_engine: sa.Engine
 ) -> None:
-    mapped = [("transform", m) for m in range(7)] + [("report", -1)]
+    mapped = [("transform", m, 0) for m in range(7)] + [("report", -1, 0)]
     _old, kept = make_runs(settings, "mapped", [0, 1], tasks=mapped)
 
     result = prune(settings, retain=1)
@@ -184,7 +184,7 @@ def test_dry_run_counts_and_deletes_nothing(settings: Settings, sync_engine: sa.
 def test_batches_smaller_than_the_rows_delete_them_all(
     settings: Settings, sync_engine: sa.Engine
 ) -> None:
-    tasks = [(f"t{n}", -1) for n in range(5)]
+    tasks = [(f"t{n}", -1, 0) for n in range(5)]
     runs = make_runs(settings, "etl", [0, 1, 2], tasks=tasks)
 
     result = prune(settings, retain=1, batch_size=3)
@@ -245,7 +245,7 @@ def test_a_deadlock_while_pruning_is_retried_and_counted(
 ) -> None:
     make_runs(settings, "etl", [0, 1, 2])
 
-    async def go() -> tuple[retention.PruneResult, retention.PruneResult, dict[str, int]]:
+    async def go() -> tuple[pruner.PruneResult, pruner.PruneResult, dict[str, int]]:
         db = _database(settings)
         calls: list[str] = []
 
@@ -256,14 +256,14 @@ def test_a_deadlock_while_pruning_is_retried_and_counted(
 
         db.before_commit = deadlock_once
         try:
-            first = await retention.prune_rendered_fields(db, retain=2, batch_size=500)
+            first = await pruner.prune_rendered_fields(db, retain=2, batch_size=500)
 
             async def always(operation: str) -> None:
                 raise sa.exc.OperationalError("DELETE ...", {}, psycopg.errors.LockNotAvailable())
 
             db.before_commit = always
             # Persistent trouble: retried, then logged and left for the next round.
-            second = await retention.prune_rendered_fields(db, retain=1, batch_size=500)
+            second = await pruner.prune_rendered_fields(db, retain=1, batch_size=500)
             return first, second, dict(db.retries)
         finally:
             await db.dispose()
@@ -272,8 +272,8 @@ def test_a_deadlock_while_pruning_is_retried_and_counted(
     assert first.rows == 2 and first.retries == 1 and first.stopped is None
     assert second.rows == 0 and second.stopped is not None
     assert retries == {
-        "prune_batch:deadlock": 1,
-        "prune_batch:lock_timeout": settings.db_retry_attempts - 1,
+        "retention:deadlock": 1,
+        "retention:lock_timeout": settings.db_retry_attempts - 1,
     }
     assert len(rtif_count(sync_engine)) == 2  # the newest run, and the one left for later
 
@@ -289,7 +289,7 @@ def test_the_server_prunes_in_the_background(settings: Settings, sync_engine: sa
         while len(rtif_count(sync_engine)) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         # With the pruner running, a worker's first write for a new run still gets its 201.
-        created = asyncio.run(cli.create_run(fast, dag_id="etl", tasks=1, map_count=None))
+        created = seed_run(fast, dag_id="etl", tasks=1)
         ti = created.task_instances[0]
         with live.client() as client:
             resp = client.put(
@@ -311,16 +311,16 @@ def test_a_failing_round_does_not_stop_the_pruner(
     settings: Settings, sync_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_runs(settings, "etl", [0, 1])
-    real = retention.prune_rendered_fields
+    real = pruner.prune_rendered_fields
     calls: list[int] = []
 
-    async def flaky(*args: object, **kwargs: object) -> retention.PruneResult:
+    async def flaky(*args: object, **kwargs: object) -> pruner.PruneResult:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("a bug in one round")
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(retention, "prune_rendered_fields", flaky)
+    monkeypatch.setattr(pruner, "prune_rendered_fields", flaky)
     fast = settings.model_copy(
         update={"rendered_fields_retain_runs": 1, "prune_interval_seconds": 0.05}
     )

@@ -6,10 +6,12 @@ import pytest
 import sqlalchemy as sa
 
 from taskexec import cli
+from taskexec.cli import common
+from taskexec.cli import db as db_commands
 from taskexec.config import Settings
-from taskexec.db import migrate, models, types
+from taskexec.db import migrate, models
 
-from helpers import seed
+from helpers import rtif_rows, seed, store_fields
 
 
 def test_one_head() -> None:
@@ -37,21 +39,9 @@ def test_every_constraint_is_named(sync_engine: sa.Engine) -> None:
 def test_downgrade_to_base_and_upgrade_again_with_rows(
     settings: Settings, sync_engine: sa.Engine
 ) -> None:
-    seed(settings, tasks=2, map_count=2)
-    with sync_engine.begin() as conn:
-        ti = conn.execute(sa.select(models.task_instance).limit(1)).first()
-        assert ti is not None
-        conn.execute(
-            sa.insert(models.rendered_task_instance_fields).values(
-                dag_id=ti.dag_id,
-                task_id=ti.task_id,
-                run_id=ti.run_id,
-                map_index=ti.map_index,
-                rendered_fields={"a": 1},
-                try_number=1,
-                updated_at=types.utcnow(),
-            )
-        )
+    run = seed(settings, tasks=2, map_count=2)
+    store_fields(settings, run.task_instances[0].id, {"a": 1})
+    assert [r["rendered_fields"] for r in rtif_rows(sync_engine)] == [{"a": 1}]
     migrate.downgrade(sync_engine, "base")
     assert migrate.current_revision(sync_engine) is None
     assert not set(sa.inspect(sync_engine).get_table_names()) & {
@@ -66,23 +56,23 @@ def test_downgrade_to_base_and_upgrade_again_with_rows(
 
 def test_db_check_command(settings: Settings, sync_engine: sa.Engine) -> None:
     args = cli.build_parser().parse_args(["db", "check"])
-    cli.cmd_db_check(args, settings)
+    db_commands.cmd_db_check(args, settings)
     migrate.downgrade(sync_engine, "base")
-    with pytest.raises(cli.CommandError, match="taskexec db upgrade"):
-        cli.cmd_db_check(args, settings)
+    with pytest.raises(common.CommandError, match="taskexec db upgrade"):
+        db_commands.cmd_db_check(args, settings)
     # ...and a schema that drifted from the models.
     migrate.upgrade(sync_engine)
     with sync_engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
-    with pytest.raises(cli.CommandError, match="differs from the models"):
-        cli.cmd_db_check(args, settings)
+    with pytest.raises(common.CommandError, match="differs from the models"):
+        db_commands.cmd_db_check(args, settings)
 
 
 def test_serve_refuses_an_old_schema_off_sqlite(settings: Settings, sync_engine: sa.Engine) -> None:
     migrate.downgrade(sync_engine, "base")
     if settings.is_embedded:
-        cli.ensure_schema(settings)  # the embedded default migrates itself
+        common.ensure_schema(settings)  # the embedded default migrates itself
         assert migrate.current_revision(sync_engine) == migrate.heads()[0]
         return
-    with pytest.raises(cli.CommandError, match="taskexec db upgrade"):
-        cli.ensure_schema(settings)
+    with pytest.raises(common.CommandError, match="taskexec db upgrade"):
+        common.ensure_schema(settings)

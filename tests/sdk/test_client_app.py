@@ -10,11 +10,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from taskexec.api.app import create_app
 from taskexec.config import Settings
+from taskexec.race import proxy
 from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError
 from taskexec.sdk.dag import BashTask, Dag, PythonTask, TaskFailedError
 from taskexec.sdk.runner import RunnerConfig, run_task_instance
+from taskexec.server.app import create_app
 
 from conftest import LiveServer
 from helpers import rtif_rows, seed, ti_row
@@ -48,15 +49,30 @@ def test_operations_in_process(asgi: TestClient, settings: Settings) -> None:
         ops = client.task_instances
         assert ops.start(ti.id, hostname="h", pid=1)["try_number"] == 1
         ops.heartbeat(ti.id, hostname="h", pid=1)
-        ops.set_rtif(ti.id, {"f": [1, 2]}, send_duplicate=True)
+        ops.set_rtif(ti.id, {"f": [1, 2]})
         assert ops.get_rtif(ti.id)["rendered_fields"] == {"f": [1, 2]}
-        assert [w.status for w in client.write_stats] == [201, 201]
         with pytest.raises(ServerResponseError) as info:
             ops.start(ti.id, hostname="other", pid=2)
         assert (info.value.status, info.value.reason) == (409, "invalid_state")
         assert info.value.detail["previous_state"] == "running"
         assert ops.finish(ti.id, "success") == 204
         assert ops.finish(ti.id, "success") == 200
+
+
+def test_a_write_repeated_while_in_flight_gets_two_201s(
+    live_server: LiveServer, settings: Settings
+) -> None:
+    """The client through the race's recording proxy, which sends each rendered-fields
+    PUT twice at once, as a client retrying after a timeout would."""
+    ti = seed(settings).task_instances[0]
+    with (
+        proxy.recording_proxy(live_server.base_url, duplicate=True) as (url, writes),
+        Client(url, ti.token, retry=NO_RETRY) as client,
+    ):
+        client.task_instances.start(ti.id, hostname="h", pid=1)
+        client.task_instances.set_rtif(ti.id, {"f": [1, 2]})
+        assert client.task_instances.get_rtif(ti.id)["rendered_fields"] == {"f": [1, 2]}
+    assert (writes.sent, writes.duplicates, writes.non_2xx) == (2, 1, 0)
 
 
 def test_runner_in_process(

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from taskexec.masking import SecretsMasker
 from taskexec.sdk import rendering
 from taskexec.sdk.dag import BaseTask, BashTask, Dag, PythonTask
 from taskexec.sdk.serialization import TRUNCATION_PREFIX
+from taskexec.wire.masking import SecretsMasker
 
 RUN = {
     "run_id": "manual__1",

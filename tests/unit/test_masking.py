@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from taskexec.masking import (
+from taskexec.wire.masking import (
     DEFAULT_SENSITIVE_WORDS,
     MASK,
     MAX_DEPTH,

@@ -17,11 +17,11 @@ from taskexec.sdk.serialization import (
     MAX_DEPTH,
     TOO_DEEP,
     TRUNCATION_PREFIX,
-    is_truncated,
     serialize_and_truncate,
     serialize_template_field,
     truncate_rendered_value,
 )
+from taskexec.wire.protocol import is_truncated
 
 
 class Plain:

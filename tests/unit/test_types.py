@@ -7,18 +7,18 @@ import time
 import pytest
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from taskexec.db import types
 from taskexec.services import rendered_fields
+from taskexec.wire import protocol
 
 
 def test_uuid7_layout_and_order() -> None:
     ids = []
     for _ in range(5):
-        ids.append(types.uuid7())
+        ids.append(protocol.uuid7())
         time.sleep(0.002)
     assert all(u.version == 7 and u.variant == "specified in RFC 4122" for u in ids)
     assert ids == sorted(ids)
-    assert len({types.uuid7() for _ in range(10_000)}) == 10_000
+    assert len({protocol.uuid7() for _ in range(10_000)}) == 10_000
     ms = ids[0].int >> 80
     assert abs(ms - time.time() * 1000) < 5_000
 

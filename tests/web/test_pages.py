@@ -4,21 +4,21 @@ security headers and the sign-in flow. Fields are written through the real PUT /
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
 import httpx
 import pytest
 
-from taskexec import cli, schemas
+from taskexec import schemas
 from taskexec.api import deps
-from taskexec.api.app import create_app
 from taskexec.config import Settings
 from taskexec.sdk import serialization
+from taskexec.server.app import create_app
+from taskexec.wire import protocol
 
 from conftest import LiveServer
-from helpers import auth, get_as, only, seed
+from helpers import auth, get_as, only, seed, seed_run
 
 XSS = "<script>window.__xss=1</script>"
 SQL = "SELECT id, name\nFROM users\nWHERE id = 42"
@@ -51,7 +51,7 @@ def _put(
 ) -> None:
     headers = auth(ti.token)
     if meta is not None:
-        headers[schemas.FIELD_META_HEADER] = json.dumps(meta)
+        headers[protocol.FIELD_META_HEADER] = json.dumps(meta)
     resp = client.put(f"/execution/task-instances/{ti.id}/rtif", json=fields, headers=headers)
     assert resp.status_code == 201, resp.text
 
@@ -89,7 +89,7 @@ def mapped_run(client: httpx.Client, settings: Settings) -> schemas.CreatedDagRu
 
 def test_runs_page_lists_runs_newest_first(client: httpx.Client, settings: Settings) -> None:
     older = seed(settings)
-    newer = asyncio.run(cli.create_run(settings, dag_id="other_dag", tasks=1, map_count=None))
+    newer = seed_run(settings, dag_id="other_dag", tasks=1)
 
     page = _html(client.get("/ui/"))
     assert older.run_id in page and newer.run_id in page

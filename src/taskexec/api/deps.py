@@ -15,12 +15,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from taskexec import errors, masking
+from taskexec import errors
 from taskexec.api import middleware
 from taskexec.config import Settings
 from taskexec.db.engine import Database
 from taskexec.security import TokenSigner
 from taskexec.services import rendered_fields
+from taskexec.wire import masking
 
 
 async def get_db(request: Request) -> Database:

@@ -13,9 +13,8 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskexec import errors
+from taskexec.wire import protocol
 
-CORRELATION_HEADER = "correlation-id"
-REFRESH_HEADER = "Refreshed-API-Token"
 # Keys in ``scope["state"]`` (``request.state``). The auth dependency sets the refreshed
 # token; the correlation id is kept there so that even the outermost 500 handler sees it.
 REFRESH_STATE_KEY = "refreshed_token"
@@ -45,7 +44,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raw = _header(scope, CORRELATION_HEADER.encode())
+        raw = _header(scope, protocol.CORRELATION_HEADER.encode())
         cid = raw.decode("latin-1")[:64] if raw else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state[CORRELATION_STATE_KEY] = cid
@@ -53,10 +52,10 @@ class RequestContextMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.append((CORRELATION_HEADER.encode(), cid.encode("latin-1")))
+                headers.append((protocol.CORRELATION_HEADER.encode(), cid.encode("latin-1")))
                 refreshed = state.get(REFRESH_STATE_KEY)
                 if refreshed:
-                    headers.append((REFRESH_HEADER.encode(), refreshed.encode()))
+                    headers.append((protocol.REFRESHED_TOKEN_HEADER.encode(), refreshed.encode()))
                 message["headers"] = headers
             await send(message)
 
@@ -100,7 +99,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps(
-            {"detail": {"reason": errors.PayloadTooLargeError.reason, "message": self._message()}}
+            protocol.error_body(errors.PayloadTooLargeError.reason, self._message())
         )
         await send(
             {

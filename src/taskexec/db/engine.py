@@ -17,13 +17,13 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from taskexec import errors
 from taskexec.config import Settings
@@ -159,11 +159,6 @@ def make_engine(url: str | URL, settings: Settings) -> AsyncEngine:
     return engine
 
 
-def read_only(engine: sa.Engine) -> sa.Engine:
-    """The same engine, beginning deferred (non-locking) transactions on SQLite."""
-    return engine.execution_options(**{READ_ONLY_OPTION: True})
-
-
 def make_sync_engine(url: str | URL, settings: Settings) -> sa.Engine:
     """A sync engine with the same setup, for migrations and admin commands."""
     parsed = sync_url(url)
@@ -177,21 +172,38 @@ def make_sync_engine(url: str | URL, settings: Settings) -> sa.Engine:
     return engine
 
 
-# A service function: takes a keyword-only ``conn`` plus its own keyword arguments.
-Work = Callable[..., Awaitable[T]]
+P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# A service function: the connection of the transaction first, then its own arguments.
+Work = Callable[Concatenate[AsyncConnection, P], Awaitable[T]]
+
+_RETRY_NAME = "__taskexec_retry_name__"
+
+
+def retry_name(name: str) -> Callable[[F], F]:
+    """Declare the name under which the transaction owner counts a service function's
+    retries (``Database.retries``); undeclared functions count under their own name."""
+
+    def declare(fn: F) -> F:
+        setattr(fn, _RETRY_NAME, name)
+        return fn
+
+    return declare
 
 
 class Database:
-    """The transaction owner for the server and the CLI.
+    """The transaction owner for every entry point: routes, the CLI, executors, loops.
 
-    ``write``/``read`` call ``fn(conn=conn, **kwargs)`` inside one transaction and commit
-    before returning, so a caller that got a result knows the write is durable.
+    ``write``/``read`` call ``fn(conn, *args, **kwargs)`` inside one transaction and
+    commit before returning, so a caller that got a result knows the write is durable.
     Deadlocks, serialization failures, SQLite busy/locked and lost connections are
-    retried here, a bounded number of times with jitter, and nowhere else.
+    retried here, a bounded number of times with jitter, and nowhere else. A value the
+    database refuses becomes ``errors.InvalidValueError`` (422).
     """
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
-        self.engine = engine
+        self._engine = engine
         self.settings = settings
         self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
         # Test hook: awaited inside a write transaction just before it commits.
@@ -200,40 +212,54 @@ class Database:
         # in FIFO order, is far cheaper than letting them poll SQLite's busy handler
         # (which sleeps up to 100 ms a turn). Other processes still meet busy_timeout.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
-        # Retries so far, by "<function>:<kind>" (e.g. "prune_batch:deadlock"), so that
-        # tests and operators can see what the retry loop absorbed. Touched only when
-        # retrying, so it costs nothing on the happy path.
+        # Retries so far, by "<declared name>:<kind>" (e.g. "retention:deadlock"), so
+        # that callers, tests and operators can see what the retry loop absorbed.
+        # Touched only when retrying, so it costs nothing on the happy path.
         self.retries: collections.Counter[str] = collections.Counter()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """A transaction owner on the configured database."""
+        return cls(make_engine(settings.effective_database_url, settings), settings)
 
     @property
     def dialect(self) -> str:
         """The backend name: sqlite, postgresql or mysql."""
-        return _backend(self.engine.url)
+        return _backend(self._engine.url)
 
-    async def write(self, fn: Work[T], /, **kwargs: Any) -> T:
+    def retries_of(self, name: str) -> int:
+        """How many transactions declared under ``name`` were retried so far."""
+        return sum(n for key, n in self.retries.items() if key.rpartition(":")[0] == name)
+
+    async def write(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a write transaction and commit it."""
         if self._write_lock is None:
-            return await self._run(self.engine, fn, True, kwargs)
+            return await self._run(self._engine, True, fn, *args, **kwargs)
         async with self._write_lock:
-            return await self._run(self.engine, fn, True, kwargs)
+            return await self._run(self._engine, True, fn, *args, **kwargs)
 
-    async def read(self, fn: Work[T], /, **kwargs: Any) -> T:
+    async def read(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a read-only transaction."""
-        return await self._run(self._read_engine, fn, False, kwargs)
+        return await self._run(self._read_engine, False, fn, *args, **kwargs)
 
     async def _run(
-        self, engine: AsyncEngine, fn: Work[T], write: bool, kwargs: dict[str, Any]
+        self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         attempts = self.settings.db_retry_attempts
+        name = str(getattr(fn, _RETRY_NAME, None) or getattr(fn, "__name__", "?"))
         for attempt in range(1, attempts + 1):
             try:
                 async with engine.begin() as conn:
-                    result = await fn(conn=conn, **kwargs)
+                    result = await fn(conn, *args, **kwargs)
                     if write and self.before_commit is not None:
                         await self.before_commit(getattr(fn, "__name__", "write"))
                 return result
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
-                if not db_errors.is_retryable(exc):
+                kind = db_errors.classify(exc)
+                if kind is db_errors.Kind.BAD_DATA:
+                    log.info("database refused a value: %s", db_errors.describe(exc))
+                    raise errors.InvalidValueError() from exc
+                if kind is not db_errors.Kind.RETRYABLE:
                     raise
                 if attempt == attempts:
                     log.warning(
@@ -243,7 +269,6 @@ class Database:
                     )
                     raise errors.DatabaseUnavailableError() from exc
                 delay = self.settings.db_retry_base_delay_seconds * (2 ** (attempt - 1))
-                name = getattr(fn, "__name__", "?")
                 self.retries[f"{name}:{db_errors.retry_kind(exc)}"] += 1
                 log.info(
                     "retrying transaction %s (attempt %d): %s",
@@ -266,7 +291,7 @@ class Database:
         if self.dialect == "sqlite":
             yield True
             return
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             if self.dialect == "postgresql":
                 params: dict[str, Any] = {"key": zlib.crc32(name.encode())}
                 take = sa.text("SELECT pg_try_advisory_lock(:key)")
@@ -287,4 +312,15 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
-        await self.engine.dispose()
+        await self._engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Database]:
+    """A transaction owner on the configured database for the block, disposed after:
+    what a short-lived entry point (a CLI command, an executor) runs its work through."""
+    db = Database.from_settings(settings)
+    try:
+        yield db
+    finally:
+        await db.dispose()

@@ -10,6 +10,10 @@ import sqlite3
 
 import sqlalchemy as sa
 
+# Every error the database or its driver raises, for callers that must not import
+# SQLAlchemy (the server's handler table).
+DatabaseError = sa.exc.DBAPIError
+
 
 class Kind(enum.Enum):
     """What a database error means to the transaction owner."""

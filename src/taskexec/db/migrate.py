@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +13,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from taskexec.config import Settings
+from taskexec.db import engine as db_engine
 from taskexec.db import models
 
 SCRIPT_LOCATION = "taskexec:migrations"
@@ -23,6 +27,17 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
+
+
+@contextlib.contextmanager
+def sync_engine(settings: Settings, url: str | None = None) -> Iterator[sa.Engine]:
+    """A short-lived sync engine on ``url`` (default: the configured database) for
+    schema work, disposed on exit."""
+    engine = db_engine.make_sync_engine(url or settings.effective_database_url, settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def heads() -> tuple[str, ...]:

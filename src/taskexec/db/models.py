@@ -4,7 +4,6 @@ error classification and ``db check`` can refer to it by name."""
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 from typing import Any, cast
 
@@ -25,27 +24,12 @@ NAMING_CONVENTION = {
 # the other databases.
 MYSQL_OPTS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
+# What identifies a task instance across its tries; rendered fields and the history of
+# tries are keyed by it.
+TI_KEY = ("dag_id", "task_id", "run_id", "map_index")
+
 # Airflow's StringID width; four of these plus an int still fit InnoDB's 3072-byte key limit.
 ID_LEN = 250
-
-
-class TaskInstanceState(enum.StrEnum):
-    """The states a task instance moves through."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    UP_FOR_RETRY = "up_for_retry"
-
-
-class DagRunState(enum.StrEnum):
-    """The states of a dag run."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
 
 
 class Base(DeclarativeBase):
@@ -99,9 +83,7 @@ class TaskInstance(_TryColumns, Base):
     __tablename__ = "task_instance"
 
     __table_args__ = (
-        sa.UniqueConstraint(
-            "dag_id", "task_id", "run_id", "map_index", name="uq_task_instance_key"
-        ),
+        sa.UniqueConstraint(*TI_KEY, name="uq_task_instance_key"),
         sa.ForeignKeyConstraint(
             ["dag_id", "run_id"],
             ["dag_run.dag_id", "dag_run.run_id"],
@@ -119,22 +101,10 @@ class TaskInstanceHistory(_TryColumns, Base):
     __tablename__ = "task_instance_history"
 
     __table_args__ = (
-        sa.UniqueConstraint(
-            "dag_id",
-            "task_id",
-            "run_id",
-            "map_index",
-            "try_number",
-            name="uq_task_instance_history_key_try",
-        ),
+        sa.UniqueConstraint(*TI_KEY, "try_number", name="uq_task_instance_history_key_try"),
         sa.ForeignKeyConstraint(
-            ["dag_id", "task_id", "run_id", "map_index"],
-            [
-                "task_instance.dag_id",
-                "task_instance.task_id",
-                "task_instance.run_id",
-                "task_instance.map_index",
-            ],
+            TI_KEY,
+            [f"task_instance.{column}" for column in TI_KEY],
             name="fk_task_instance_history_task_instance",
             ondelete="CASCADE",
         ),
@@ -163,13 +133,8 @@ class RenderedTaskInstanceFields(Base):
     __table_args__ = (
         sa.Index("ix_rendered_task_instance_fields_dag_id_run_id", "dag_id", "run_id"),
         sa.ForeignKeyConstraint(
-            ["dag_id", "task_id", "run_id", "map_index"],
-            [
-                "task_instance.dag_id",
-                "task_instance.task_id",
-                "task_instance.run_id",
-                "task_instance.map_index",
-            ],
+            TI_KEY,
+            [f"task_instance.{column}" for column in TI_KEY],
             name="fk_rendered_task_instance_fields_task_instance",
             ondelete="CASCADE",
         ),
@@ -182,3 +147,13 @@ dag_run = cast(sa.Table, DagRun.__table__)
 task_instance = cast(sa.Table, TaskInstance.__table__)
 task_instance_history = cast(sa.Table, TaskInstanceHistory.__table__)
 rendered_task_instance_fields = cast(sa.Table, RenderedTaskInstanceFields.__table__)
+
+
+def key_columns(table: sa.Table) -> tuple[sa.Column[Any], ...]:
+    """``table``'s task-instance key columns, in ``TI_KEY`` order."""
+    return tuple(table.c[column] for column in TI_KEY)
+
+
+def same_task_instance(left: sa.Table, right: sa.Table) -> sa.ColumnElement[bool]:
+    """The join condition of two tables on the task-instance key."""
+    return sa.and_(*(left.c[column] == right.c[column] for column in TI_KEY))

@@ -1,28 +1,13 @@
-"""Column types and id generation shared by the models and the migrations."""
+"""Column types shared by the models and the migrations, and the clock."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import time
-import uuid
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
-
-
-def uuid7() -> uuid.UUID:
-    """A new RFC 9562 version-7 UUID: 48 bits of Unix milliseconds, then randomness."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a
-    value |= 0b10 << 62  # variant
-    value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
 
 
 def utcnow() -> dt.datetime:

@@ -1,151 +1,36 @@
-"""What every executor shares: claiming, watching a run, and the per-try stats."""
+"""The executor side shared by every executor: hand a run's queued tries to workers
+and watch the run until nothing is queued or running.
+
+Everything it reads or writes goes through the transaction owner and the task-instance
+services: the queued tries come from ``task_instances.list_queued``, progress from
+``task_instances.count_states``, and a try the executor gives up on is ended by
+``task_instances.finish``, the one owner of ending a try. The workers' ``PATCH /run``
+(``task_instances.start``) is what moves a try from queued to running.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-import sqlalchemy as sa
-
+from taskexec import errors
 from taskexec.db import engine as db_engine
-from taskexec.db import models, types
-from taskexec.db.models import TaskInstanceState
-from taskexec.sdk.runner import RunResult
+from taskexec.security import TokenSigner
+from taskexec.services import task_instances
+from taskexec.wire import schemas
+from taskexec.wire.states import TaskInstanceState
 
-ti = models.task_instance
+log = logging.getLogger(__name__)
+
 ACTIVE = (TaskInstanceState.QUEUED, TaskInstanceState.RUNNING)
 
-
-def claim_next(
-    engine: sa.Engine, dag_id: str, run_id: str, hostname: str, pid: int
-) -> uuid.UUID | None:
-    """Claim one queued try of the run for this worker, or None if none is free.
-
-    ``FOR UPDATE SKIP LOCKED`` (PostgreSQL, MariaDB/MySQL) lets concurrent workers pass
-    over each other's rows instead of queueing on them; SQLite's ``BEGIN IMMEDIATE``
-    serializes the claim instead. The conditional UPDATE makes this worker the only
-    one that ever starts this try; its later ``/run`` with the same host and pid is
-    the API's idempotent repeat.
-    """
-    with engine.begin() as conn:
-        candidate = conn.execute(
-            sa.select(ti.c.id)
-            .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.state == "queued")
-            .order_by(ti.c.task_id, ti.c.map_index)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).scalar()
-        if candidate is None:
-            return None
-        now = types.utcnow()
-        claimed = conn.execute(
-            sa.update(ti)
-            .where(ti.c.id == candidate, ti.c.state == TaskInstanceState.QUEUED)
-            .values(
-                state=TaskInstanceState.RUNNING,
-                hostname=hostname,
-                pid=pid,
-                start_date=now,
-                last_heartbeat_at=now,
-            )
-        )
-        return candidate if claimed.rowcount == 1 else None
-
-
-def fail_claim(engine: sa.Engine, ti_id: uuid.UUID, hostname: str, pid: int) -> bool:
-    """Mark a try this worker claimed, but could not run, as failed (only if it is still
-    running here), so the run does not wait for it forever. True if it was marked."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            sa.update(ti)
-            .where(
-                ti.c.id == ti_id,
-                ti.c.state == TaskInstanceState.RUNNING,
-                ti.c.hostname == hostname,
-                ti.c.pid == pid,
-            )
-            .values(state=TaskInstanceState.FAILED, end_date=types.utcnow())
-        )
-        return result.rowcount == 1
-
-
-def state_counts(engine: sa.Engine, dag_id: str, run_id: str) -> Counter[str]:
-    """How many task instances of the run are in each state."""
-    with db_engine.read_only(engine).connect() as conn:
-        rows = conn.execute(
-            sa.select(ti.c.state, sa.func.count())
-            .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id)
-            .group_by(ti.c.state)
-        ).all()
-    return Counter({state: count for state, count in rows})
-
-
-def queued_ids(engine: sa.Engine, dag_id: str, run_id: str) -> list[uuid.UUID]:
-    """The ids of the run's queued tries."""
-    with db_engine.read_only(engine).connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(ti.c.id).where(
-                    ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.state == "queued"
-                )
-            ).scalars()
-        )
-
-
-def is_active(counts: Counter[str]) -> bool:
-    """True while some task instance is queued or running."""
-    return any(counts[state] for state in ACTIVE)
-
-
-def watch_run(
-    engine: sa.Engine,
-    dag_id: str,
-    run_id: str,
-    *,
-    on_tick: Callable[[Counter[str]], bool] | None = None,
-    poll: float = 0.25,
-    timeout: float = 3600.0,
-) -> Counter[str]:
-    """Poll until no task instance of the run is queued or running; returns the final
-    counts. ``on_tick`` sees each poll's counts and returns False to stop early."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = state_counts(engine, dag_id, run_id)
-        if on_tick is not None and not on_tick(counts):
-            return counts
-        if not is_active(counts) or time.monotonic() > deadline:
-            return counts
-        time.sleep(poll)
-
-
-@dataclasses.dataclass
-class WriteSummary:
-    """RTIF writes as the workers saw them."""
-
-    sent: int = 0
-    non_2xx: int = 0
-    duplicates: int = 0
-    latencies: list[float] = dataclasses.field(default_factory=list)
-
-    def add(self, status: int, seconds: float, duplicate: bool) -> None:
-        """Count one PUT."""
-        self.sent += 1
-        self.duplicates += bool(duplicate)
-        self.non_2xx += not 200 <= status < 300
-        self.latencies.append(seconds)
-
-    def percentile(self, q: float) -> float:
-        """The q-th percentile write latency, in seconds."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+# Sees the state counts after each poll; returns False to stop watching early.
+OnTick = Callable[[Counter[str]], bool]
 
 
 @dataclasses.dataclass
@@ -153,29 +38,135 @@ class RunReport:
     """How an executed run ended."""
 
     counts: Counter[str]
-    writes: WriteSummary
     seconds: float
 
 
-def record_result(path: Path, ti_id: uuid.UUID, result: RunResult) -> None:
-    """Append one try's outcome and its RTIF writes to a worker's stats file."""
-    line = {
-        "ti": str(ti_id),
-        "outcome": result.outcome,
-        "writes": [[w.status, w.seconds, w.duplicate] for w in result.write_stats],
-    }
-    with path.open("a") as fh:
-        fh.write(json.dumps(line) + "\n")
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What became of one try an executor handed out."""
+
+    ti_id: uuid.UUID
+    # Why its worker could not run it (None: it ran, whatever the outcome).
+    error: str | None = None
+    # The worker it went to, (hostname, pid), when known.
+    worker: tuple[str, int] | None = None
+    # Its worker process died with it: it may never have started.
+    lost: bool = False
 
 
-def summarize_writes(paths: list[Path]) -> WriteSummary:
-    """Add up the stats files of all workers."""
-    summary = WriteSummary()
-    for path in paths:
-        if not path.exists():
-            continue
-        for raw in path.read_text().splitlines():
-            entry: dict[str, Any] = json.loads(raw)
-            for status, seconds, duplicate in entry["writes"]:
-                summary.add(status, seconds, duplicate)
-    return summary
+class Workers(Protocol):
+    """Where an executor sends tries: local processes or a Celery queue."""
+
+    def free(self) -> int:
+        """How many more tries the workers can take now."""
+
+    def in_flight(self) -> int:
+        """Tries sent and not reported back yet."""
+
+    def alive(self) -> bool:
+        """Whether any worker can still run a try."""
+
+    def send(self, ti_id: uuid.UUID, token: str) -> None:
+        """Hand one try, with its token, to a worker."""
+
+    async def finished(self, wait: float) -> list[Report]:
+        """The tries reported back since the last call; waits up to ``wait`` seconds."""
+
+
+def is_active(counts: Counter[str]) -> bool:
+    """True while some task instance is queued or running."""
+    return any(counts[state] for state in ACTIVE)
+
+
+async def give_up(db: db_engine.Database, report: Report) -> None:
+    """End, as failed, a try whose worker could not run it or died with it, so that the
+    run still finishes. Only a try still queued, or running on that very worker, is
+    ended: a try another worker runs is left alone."""
+    log.warning("task instance %s could not be run: %s", report.ti_id, report.error)
+    if report.lost:
+        # Still queued means it never started: it is handed out again instead.
+        states: tuple[TaskInstanceState, ...] = (TaskInstanceState.RUNNING,)
+    elif report.worker is None:
+        states = (TaskInstanceState.QUEUED,)
+    else:
+        states = ACTIVE
+    try:
+        await db.write(
+            task_instances.finish,
+            ti_id=report.ti_id,
+            payload=schemas.TITerminalStatePayload(state="failed"),
+            from_states=states,
+            on_worker=report.worker,
+        )
+    except (errors.InvalidStateError, errors.NotFoundError, errors.StaleTryError) as exc:
+        log.info("task instance %s was not failed: %s", report.ti_id, exc.message)
+
+
+async def _send_queued(
+    db: db_engine.Database,
+    workers: Workers,
+    signer: TokenSigner,
+    key: tuple[str, str],
+    sent: set[uuid.UUID],
+) -> None:
+    free = workers.free()
+    if free <= 0:
+        return
+    # Tries already sent but not started yet are still queued: ask for enough to
+    # find ``free`` new ones behind them.
+    dag_id, run_id = key
+    limit = free + workers.in_flight()
+    queued = await db.read(task_instances.list_queued, dag_id=dag_id, run_id=run_id, limit=limit)
+    for ti_id in [t for t in queued if t not in sent][:free]:
+        sent.add(ti_id)
+        workers.send(ti_id, signer.mint(ti_id))
+
+
+async def _settle(db: db_engine.Database, reports: list[Report], sent: set[uuid.UUID]) -> None:
+    while reports:
+        report = reports[0]
+        if report.error is not None:
+            await give_up(db, report)
+        if report.lost:
+            sent.discard(report.ti_id)
+        reports.pop(0)
+
+
+async def drive(
+    db: db_engine.Database,
+    workers: Workers,
+    signer: TokenSigner,
+    dag_id: str,
+    run_id: str,
+    *,
+    on_tick: OnTick | None = None,
+    poll: float = 0.1,
+    max_seconds: float = 3600.0,
+) -> Counter[str]:
+    """Send the run's queued tries (retries too, as they are queued) to ``workers``
+    until no try is queued or running; returns the final state counts. Database
+    trouble that outlasts the transaction owner's retries is waited out, up to
+    ``max_seconds`` in all."""
+    deadline = time.monotonic() + max_seconds
+    sent: set[uuid.UUID] = set()
+    reports: list[Report] = []
+    counts: Counter[str] = Counter()
+    while time.monotonic() < deadline:
+        try:
+            await _settle(db, reports, sent)
+            counts = await state_counts(db, dag_id, run_id)
+            if on_tick is not None and not on_tick(counts):
+                break
+            if not is_active(counts) or not workers.alive():
+                break
+            await _send_queued(db, workers, signer, (dag_id, run_id), sent)
+        except errors.DatabaseUnavailableError:
+            log.warning("the database is unavailable; trying again")
+        # Wakes as soon as a worker reports back, so a retry is sent without delay.
+        reports += await workers.finished(poll)
+    return counts
+
+
+async def state_counts(db: db_engine.Database, dag_id: str, run_id: str) -> Counter[str]:
+    """How many task instances of the run are in each state."""
+    return Counter(await db.read(task_instances.count_states, dag_id=dag_id, run_id=run_id))

@@ -23,18 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from pydantic import SecretStr
 
-from taskexec import cli
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
-from taskexec.db import models, types
+from taskexec.db import scratch, types
 from taskexec.race import databases, loadgen
 from taskexec.security import TokenSigner
-from taskexec.services import rendered_fields
+from taskexec.services import dag_runs, rendered_fields
 
 PAYLOADS = {"1KiB": 1024, "64KiB": 64 * 1024}
+# Filler task instances (and rendered-fields rows) per run when growing the table.
+FILL_BATCH = 20_000
 MODES = ("distinct", "hot")
 
 
@@ -103,6 +103,7 @@ def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Po
         "TASKEXEC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
         "TASKEXEC_DB_POOL_SIZE": str(settings.db_pool_size),
         "TASKEXEC_DB_MAX_OVERFLOW": str(settings.db_max_overflow),
+        "TASKEXEC_RENDERED_FIELDS_RETAIN_RUNS": str(settings.rendered_fields_retain_runs),
     }
     proc = subprocess.Popen(
         [
@@ -233,54 +234,28 @@ def measure_raw(
     )
 
 
-def fill_rtif(settings: Settings, total: int, run_id: str) -> int:
-    """Bulk-fill task_instance and rendered_task_instance_fields up to ``total`` rows
-    (in the bench dag run, task ids ``fill_N``); returns the row count after."""
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
-    ti = models.task_instance
-    rtif = models.rendered_task_instance_fields
-    try:
-        with engine.connect() as conn:
-            have = conn.execute(sa.select(sa.func.count()).select_from(rtif)).scalar_one()
-        batch = 20_000
-        now = types.utcnow()
+async def _fill(settings: Settings, total: int) -> int:
+    async with db_engine.open_database(settings) as db:
+        have = await db.read(rendered_fields.count_rows)
         fields = {"bash_command": "echo filler", "env": {"A": "1"}}
-        n = have
-        while n < total:
-            count = min(batch, total - n)
-            tis = [
-                {
-                    "id": types.uuid7(),
-                    "dag_id": "bench",
-                    "task_id": f"fill_{n + i}",
-                    "run_id": run_id,
-                    "map_index": -1,
-                    "try_number": 1,
-                    "max_tries": 0,
-                    "state": "success",
-                }
-                for i in range(count)
-            ]
-            rows = [
-                {
-                    "dag_id": "bench",
-                    "task_id": t["task_id"],
-                    "run_id": run_id,
-                    "map_index": -1,
-                    "rendered_fields": fields,
-                    "try_number": 1,
-                    "updated_at": now,
-                }
-                for t in tis
-            ]
-            with engine.begin() as conn:
-                conn.execute(sa.insert(ti), tis)
-                conn.execute(sa.insert(rtif), rows)
-            n += count
-        with engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(rtif)).scalar_one())
-    finally:
-        engine.dispose()
+        while have < total:
+            count = min(FILL_BATCH, total - have)
+            tasks = [(f"fill_{have + i}", -1, 0) for i in range(count)]
+            run = await db.write(dag_runs.create_dag_run, dag_id="bench_fill", tasks=tasks)
+            have += await db.write(
+                rendered_fields.upsert_rendered_fields_of_run,
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+                fields=fields,
+            )
+        return await db.read(rendered_fields.count_rows)
+
+
+def fill_rtif(settings: Settings, total: int) -> int:
+    """Fill rendered_task_instance_fields up to ``total`` rows: a run of ``FILL_BATCH``
+    filler task instances at a time, each run's fields in one statement, through the
+    same services as everything else. Returns the row count after."""
+    return asyncio.run(_fill(settings, total))
 
 
 @dataclasses.dataclass
@@ -309,6 +284,53 @@ class BenchConfig:
                     raise ValueError(f"unknown {label} {value!r}: use {', '.join(known)}")
 
 
+def _bench_settings(config: BenchConfig, url: str, tmp: str) -> Settings:
+    # Enough pooled connections for every client, split over the server's processes,
+    # and no overflow: PostgreSQL's default max_connections is 100.
+    per_worker = -(-max(config.clients) // config.server_workers) + 2
+    return Settings(
+        database_url=url,
+        data_dir=Path(tmp),
+        jwt_secret=SecretStr(secrets.token_urlsafe(48)),
+        db_pool_size=per_worker,
+        db_max_overflow=0,
+        # The growth step fills the table run by run: retention would prune what it fills.
+        rendered_fields_retain_runs=0,
+    )
+
+
+def _measure_served(
+    config: BenchConfig,
+    backend: str,
+    settings: Settings,
+    targets: Sequence[tuple[uuid.UUID, str]],
+    step: Callable[[str], None],
+) -> tuple[list[Row], int]:
+    """The API rows and the growth rows against ``taskexec serve``; and its peak RSS."""
+    rows: list[Row] = []
+    with serve(settings, config.server_workers) as (port, proc):
+        measure_api(port, targets, "distinct", payload_body(1024), 8, 1.0)  # warm-up
+        for payload in config.payloads:
+            body = payload_body(PAYLOADS[payload])
+            for mode in config.modes:
+                for clients in config.clients:
+                    step(f"{backend} api {mode} {payload} {clients} clients")
+                    result = measure_api(port, targets, mode, body, clients, config.seconds)
+                    rows.append(_api_row(backend, mode, payload, clients, result))
+        for size in config.growth:
+            step(f"{backend} growth to {size} rows")
+            have = fill_rtif(settings, size)
+            clients = config.growth_clients
+            body = payload_body(1024)
+            result = measure_api(port, targets, "distinct", body, clients, config.seconds)
+            rows.append(
+                _api_row(
+                    backend, "distinct", "1KiB", clients, result, kind="growth", table_rows=have
+                )
+            )
+        return rows, _peak_rss_kib(proc.pid)
+
+
 def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure everything ``config`` names; returns rows, memory and skipped backends."""
     step = on_step or (lambda _s: None)
@@ -324,58 +346,19 @@ def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None)
         urls[backend] = admin
         with (
             tempfile.TemporaryDirectory(prefix="taskexec-bench-") as tmp,
-            databases.fresh_database(backend, admin, workdir=Path(tmp)) as url,
+            scratch.fresh_database(backend, admin, workdir=Path(tmp)) as url,
         ):
-            # Enough pooled connections for every client, split over the server's
-            # processes, and no overflow: PostgreSQL's default max_connections is 100.
-            per_worker = -(-max(config.clients) // config.server_workers) + 2
-            settings = Settings(
-                database_url=url,
-                data_dir=Path(tmp),
-                jwt_secret=SecretStr(secrets.token_urlsafe(48)),
-                db_pool_size=per_worker,
-                db_max_overflow=0,
-            )
+            settings = _bench_settings(config, url, tmp)
             created = asyncio.run(
-                cli.create_run(settings, dag_id="bench", tasks=config.targets, map_count=None)
+                databases.create_task_instances(settings, "bench", config.targets)
             )
             signer = TokenSigner(settings)
             targets = [(t.id, signer.mint(t.id, lifetime=4 * 3600)) for t in created.task_instances]
-            ti_ids = [t.id for t in created.task_instances]
-            with serve(settings, config.server_workers) as (port, proc):
-                measure_api(port, targets, "distinct", payload_body(1024), 8, 1.0)  # warm-up
-                for payload in config.payloads:
-                    body = payload_body(PAYLOADS[payload])
-                    for mode in config.modes:
-                        for clients in config.clients:
-                            step(f"{backend} api {mode} {payload} {clients} clients")
-                            result = measure_api(port, targets, mode, body, clients, config.seconds)
-                            rows.append(_api_row(backend, mode, payload, clients, result))
-                for size in config.growth:
-                    step(f"{backend} growth to {size} rows")
-                    have = fill_rtif(settings, size, created.run_id)
-                    result = measure_api(
-                        port,
-                        targets,
-                        "distinct",
-                        payload_body(1024),
-                        config.growth_clients,
-                        config.seconds,
-                    )
-                    rows.append(
-                        _api_row(
-                            backend,
-                            "distinct",
-                            "1KiB",
-                            config.growth_clients,
-                            result,
-                            kind="growth",
-                            table_rows=have,
-                        )
-                    )
-                memory[backend] = _peak_rss_kib(proc.pid)
+            served, memory[backend] = _measure_served(config, backend, settings, targets, step)
+            rows += served
             # The raw ceiling runs with the server stopped, so that its connections and
             # CPU are the database's and the driver's alone.
+            ti_ids = [t.id for t in created.task_instances]
             for clients in config.clients:
                 step(f"{backend} raw distinct 1KiB {clients} clients")
                 result = measure_raw(settings, ti_ids, payload_body(1024), clients, config.seconds)

@@ -12,26 +12,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-import statistics
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from pydantic import SecretStr
 
-from taskexec import cli
+from taskexec import errors
 from taskexec.api import deps
-from taskexec.api.app import create_app
-from taskexec.api.background import background_server
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
-from taskexec.db import models
-from taskexec.race import databases, harness, strategies
+from taskexec.db import scratch
+from taskexec.race import databases, harness, stats, strategies
+from taskexec.security import TokenSigner
+from taskexec.server.app import create_app
+from taskexec.server.background import background_server
+from taskexec.services import rendered_fields
 
 VARIANTS = ("first-write", "retry")
 
@@ -64,13 +65,6 @@ class CaseResult:
         return 100.0 * self.non_2xx / self.requests if self.requests else 0.0
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def summarize(
     database: str,
     strategy: str,
@@ -94,33 +88,43 @@ def summarize(
         statuses={str(k): v for k, v in sorted(Counter(r.status for r in flat).items())},
         reasons=dict(Counter(r.reason for r in flat if not r.ok)),
         req_per_s=len(flat) / elapsed if elapsed else 0.0,
-        p50_ms=statistics.median(latencies) if latencies else 0.0,
-        p99_ms=_percentile(latencies, 99),
+        p50_ms=stats.percentile(latencies, 50),
+        p99_ms=stats.percentile(latencies, 99),
         max_ms=max(latencies, default=0.0),
         bad_rounds=bad_rounds,
     )
 
 
-def count_bad_rounds(
-    engine: sa.Engine, task_ids: Sequence[str], rounds: list[list[harness.Request]]
+async def _stored_value(db: db_engine.Database, target: harness.Target) -> str | None:
+    try:
+        stored = await db.read(rendered_fields.get_rendered_fields, ti_id=uuid.UUID(target.id))
+    except errors.NotFoundError:
+        return None
+    value = stored.rendered_fields.get("bash_command")
+    return value if isinstance(value, str) else repr(value)
+
+
+async def count_bad_rounds(
+    db: db_engine.Database,
+    targets: Sequence[harness.Target],
+    rounds: list[list[harness.Request]],
 ) -> int:
-    """Rounds whose task instance does not end with exactly one row whose value one of
-    the round's 2xx writers sent (or, if none got a 2xx, with no row)."""
-    rtif = models.rendered_task_instance_fields
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(rtif.c.task_id, rtif.c.rendered_fields)).all()
-    by_task: dict[str, list[Any]] = {}
-    for task_id, fields in rows:
-        by_task.setdefault(task_id, []).append(fields)
+    """Rounds whose task instance does not end with a row whose value one of the round's
+    2xx writers sent (or, if none got a 2xx, with no row). The primary key allows one
+    row per task instance, so "a row" is "exactly one row"."""
     bad = 0
-    for task_id, requests in zip(task_ids, rounds, strict=True):
+    for target, requests in zip(targets, rounds, strict=True):
         accepted = {r.value for r in requests if r.ok}
-        stored = by_task.get(task_id, [])
-        if not accepted:
-            bad += bool(stored)
-        elif len(stored) != 1 or stored[0].get("bash_command") not in accepted:
-            bad += 1
+        stored = await _stored_value(db, target)
+        bad += stored is not None if not accepted else stored not in accepted
     return bad
+
+
+async def _bad_rounds(
+    settings: Settings, targets: Sequence[harness.Target], rounds: list[list[harness.Request]]
+) -> int:
+    async with db_engine.open_database(settings) as db:
+        return await count_bad_rounds(db, targets, rounds)
 
 
 def run_case(
@@ -136,7 +140,7 @@ def run_case(
     """Race one case on a fresh database and an in-process server."""
     with (
         tempfile.TemporaryDirectory(prefix="taskexec-race-") as tmp,
-        databases.fresh_database(backend, admin_url, workdir=Path(tmp)) as url,
+        scratch.fresh_database(backend, admin_url, workdir=Path(tmp)) as url,
     ):
         settings = Settings(
             database_url=url,
@@ -144,8 +148,9 @@ def run_case(
             jwt_secret=SecretStr(secrets.token_urlsafe(48)),
             db_pool_size=max(10, min(writers, 64)),
         )
-        created = asyncio.run(cli.create_run(settings, dag_id="race", tasks=rounds, map_count=None))
-        targets = [harness.Target(str(t.id), t.token) for t in created.task_instances]
+        run = asyncio.run(databases.create_task_instances(settings, "race", rounds))
+        signer = TokenSigner(settings)
+        targets = [harness.Target(str(t.id), signer.mint(t.id)) for t in run.task_instances]
         app = create_app(settings)
         writer = strategies.STRATEGIES[strategy]
         app.dependency_overrides[deps.get_rtif_writer] = lambda: writer
@@ -154,12 +159,7 @@ def run_case(
             results, elapsed = harness.race(
                 base_url, targets, width, duplicate=variant == "retry", on_round=on_round
             )
-        engine = db_engine.make_sync_engine(url, settings)
-        try:
-            task_ids = [t.task_id for t in created.task_instances]
-            bad = count_bad_rounds(engine, task_ids, results)
-        finally:
-            engine.dispose()
+        bad = asyncio.run(_bad_rounds(settings, targets, results))
     return summarize(backend, strategy, width, variant, results, elapsed, bad)
 
 
@@ -236,7 +236,7 @@ def environment(urls: dict[str, str]) -> dict[str, Any]:
     servers = {}
     for backend, url in urls.items():
         try:
-            servers[backend] = databases.server_version(url)
+            servers[backend] = scratch.server_version(url)
         except Exception as exc:
             servers[backend] = f"unknown ({type(exc).__name__})"
     return {

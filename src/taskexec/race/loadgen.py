@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from taskexec.race import stats
+
 
 @dataclasses.dataclass
 class LoadResult:
@@ -38,10 +40,7 @@ class LoadResult:
 
     def percentile_ms(self, q: float) -> float:
         """The q-th percentile latency in milliseconds."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+        return 1000 * stats.percentile(self.latencies, q)
 
     @property
     def cpu_share(self) -> float:

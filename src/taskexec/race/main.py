@@ -26,80 +26,89 @@ def _advancer(progress: Progress, bar: TaskID) -> Callable[[int], None]:
     return lambda _round: progress.advance(bar)
 
 
+def _plan(args: argparse.Namespace, writers: list[int]) -> list[tuple[str, int]]:
+    # The retry variant is one write and its repeat: always two writers.
+    return [(v, w) for v in args.variants for w in (writers if v == "first-write" else [2])]
+
+
+def _race_against(
+    args: argparse.Namespace, writers: list[int], progress: Progress
+) -> list[command.CaseResult]:
+    if not args.targets:
+        raise ValueError("--against needs --targets FILE")
+    targets = command.read_targets(Path(args.targets))
+    plan = _plan(args, writers)
+    per_case = len(targets) // max(1, len(plan))
+    if per_case < 1:
+        raise ValueError(f"{len(targets)} targets are too few for {len(plan)} cases")
+    cases = []
+    for n, (variant, w) in enumerate(plan):
+        chunk = targets[n * per_case : (n + 1) * per_case]
+        bar = progress.add_task(f"{args.against} {variant} W={w}", total=len(chunk))
+        cases.append(
+            command.run_against(args.against, chunk, w, variant, on_round=_advancer(progress, bar))
+        )
+    return cases
+
+
+def _race_here(
+    args: argparse.Namespace,
+    writers: list[int],
+    progress: Progress,
+    urls: dict[str, str],
+    skipped: list[str],
+) -> list[command.CaseResult]:
+    deadline = time.monotonic() + args.max_seconds
+    cases = []
+    for backend in ("mysql" if b in ("mariadb", "mysql") else b for b in args.db):
+        given = {"postgresql": args.postgres_url, "mysql": args.mysql_url}.get(backend)
+        admin = databases.admin_url(backend, given)
+        if admin is None:
+            skipped.append(f"{backend}: no URL (use --{backend}-url or env)")
+            continue
+        urls[backend] = admin
+        for strategy in args.strategies:
+            if strategy not in strategies.STRATEGIES:
+                raise ValueError(f"unknown strategy {strategy!r}")
+            for variant, w in _plan(args, writers):
+                if time.monotonic() > deadline:
+                    skipped.append(f"{backend}/{strategy}/{variant}/W={w}: time budget")
+                    continue
+                bar = progress.add_task(f"{backend} {strategy} {variant} W={w}", total=args.rounds)
+                advance = _advancer(progress, bar)
+                cases.append(
+                    command.run_case(
+                        backend, admin, strategy, w, args.rounds, variant, on_round=advance
+                    )
+                )
+    return cases
+
+
 def race_command(args: argparse.Namespace) -> list[command.CaseResult]:
     """Run every case the options name; returns the results (also written to --out)."""
     console = Console() if Console().is_terminal else Console(width=160)
     # The old strategies fail by design; their 500s are counted in the report, and a
     # traceback per failed request would drown the terminal.
-    logging.getLogger("taskexec.api.app").setLevel(logging.CRITICAL)
+    logging.getLogger("taskexec.server.app").setLevel(logging.CRITICAL)
     writers = [int(w) for w in args.writers]
     for variant in args.variants:
         if variant not in command.VARIANTS:
             raise ValueError(f"unknown variant {variant!r}: use {', '.join(command.VARIANTS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + args.max_seconds
-    cases: list[command.CaseResult] = []
     urls: dict[str, str] = {}
     skipped: list[str] = []
-    with Progress(
+    columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    )
+    with Progress(*columns, console=console) as progress:
         if args.against:
-            if not args.targets:
-                raise ValueError("--against needs --targets FILE")
-            targets = command.read_targets(Path(args.targets))
-            plan = [(v, w) for v in args.variants for w in (writers if v == "first-write" else [2])]
-            per_case = len(targets) // max(1, len(plan))
-            if per_case < 1:
-                raise ValueError(f"{len(targets)} targets are too few for {len(plan)} cases")
-            for n, (variant, w) in enumerate(plan):
-                chunk = targets[n * per_case : (n + 1) * per_case]
-                bar = progress.add_task(f"{args.against} {variant} W={w}", total=len(chunk))
-                cases.append(
-                    command.run_against(
-                        args.against,
-                        chunk,
-                        w,
-                        variant,
-                        on_round=_advancer(progress, bar),
-                    )
-                )
+            cases = _race_against(args, writers, progress)
         else:
-            for backend in args.db:
-                backend = "mysql" if backend in ("mariadb", "mysql") else backend
-                given = {"postgresql": args.postgres_url, "mysql": args.mysql_url}.get(backend)
-                admin = databases.admin_url(backend, given)
-                if admin is None:
-                    skipped.append(f"{backend}: no URL (use --{backend}-url or env)")
-                    continue
-                urls[backend] = admin
-                for strategy in args.strategies:
-                    if strategy not in strategies.STRATEGIES:
-                        raise ValueError(f"unknown strategy {strategy!r}")
-                    for variant in args.variants:
-                        for w in writers if variant == "first-write" else [2]:
-                            if time.monotonic() > deadline:
-                                skipped.append(f"{backend}/{strategy}/{variant}/W={w}: time budget")
-                                continue
-                            bar = progress.add_task(
-                                f"{backend} {strategy} {variant} W={w}", total=args.rounds
-                            )
-                            cases.append(
-                                command.run_case(
-                                    backend,
-                                    admin,
-                                    strategy,
-                                    w,
-                                    args.rounds,
-                                    variant,
-                                    on_round=_advancer(progress, bar),
-                                )
-                            )
+            cases = _race_here(args, writers, progress, urls, skipped)
     env = command.environment(urls)
     console.print(report.rich_table(cases))
     for line in skipped:

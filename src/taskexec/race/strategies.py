@@ -1,5 +1,7 @@
 """Rendered-fields write strategies to compare. Only ``upsert`` is taskexec's: it is the
-production function itself, not a copy."""
+production function itself, not a copy. The others are Airflow's read-then-write, written
+out here on purpose (the only SQL outside ``services`` and ``db``): they are the bug the
+race reproduces, and nothing but ``taskexec race`` ever runs them."""
 
 from __future__ import annotations
 
@@ -16,11 +18,10 @@ from taskexec.services import task_instances
 
 ti = models.task_instance
 rtif = models.rendered_task_instance_fields
-_KEY = ("dag_id", "task_id", "run_id", "map_index")
 
 
 async def _merge_write(
-    *, conn: AsyncConnection, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+    conn: AsyncConnection, *, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
 ) -> None:
     """What ``session.merge`` does: SELECT the row, then INSERT or UPDATE it.
 
@@ -29,15 +30,13 @@ async def _merge_write(
     """
     key = (
         await conn.execute(
-            sa.select(
-                ti.c.dag_id, ti.c.task_id, ti.c.run_id, ti.c.map_index, ti.c.try_number
-            ).where(ti.c.id == ti_id)
+            sa.select(*models.key_columns(ti), ti.c.try_number).where(ti.c.id == ti_id)
         )
     ).first()
     if key is None:
-        await task_instances.raise_missing(conn=conn, ti_id=ti_id)
+        await task_instances.raise_missing(conn, ti_id=ti_id)
         return
-    where = [rtif.c[k] == getattr(key, k) for k in _KEY]
+    where = [rtif.c[k] == getattr(key, k) for k in models.TI_KEY]
     values = {
         "rendered_fields": fields,
         "field_meta": meta,
@@ -46,7 +45,9 @@ async def _merge_write(
     }
     existing = await conn.scalar(sa.select(rtif.c.dag_id).where(*where))
     if existing is None:
-        await conn.execute(sa.insert(rtif).values(**{k: getattr(key, k) for k in _KEY}, **values))
+        await conn.execute(
+            sa.insert(rtif).values(**{k: getattr(key, k) for k in models.TI_KEY}, **values)
+        )
     else:
         await conn.execute(sa.update(rtif).where(*where).values(**values))
 

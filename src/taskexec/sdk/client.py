@@ -12,20 +12,15 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
 from typing import Any
 
 import httpx
 import tenacity
 
-from taskexec import schemas
-from taskexec.config import Settings
-from taskexec.db.types import uuid7
+from taskexec.wire import protocol
 
 log = logging.getLogger(__name__)
-
-REFRESH_HEADER = "Refreshed-API-Token"
 
 
 class ServerResponseError(Exception):
@@ -67,15 +62,6 @@ class RetryPolicy:
     wait_min: float = 1.0
     wait_max: float = 90.0
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        """The policy configured by ``TASKEXEC_EXECUTION_API_RETR*`` settings."""
-        return cls(
-            attempts=settings.execution_api_retries,
-            wait_min=settings.execution_api_retry_wait_min_seconds,
-            wait_max=settings.execution_api_retry_wait_max_seconds,
-        )
-
 
 def is_retryable(exc: BaseException) -> bool:
     """Network errors, timeouts and 5xx are retried; 4xx never are."""
@@ -100,15 +86,6 @@ class _Wait(tenacity.wait.wait_base):
         return wait
 
 
-@dataclasses.dataclass
-class WriteStat:
-    """One RTIF PUT as the client saw it."""
-
-    status: int
-    seconds: float
-    duplicate: bool
-
-
 class Client:
     """An Execution API client for one task instance (its token's subject)."""
 
@@ -129,7 +106,6 @@ class Client:
         self._owns_http = http is None
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
         self._lock = threading.Lock()
-        self.write_stats: list[WriteStat] = []
         self.task_instances = TaskInstanceOperations(self)
 
     def __enter__(self) -> Client:
@@ -156,7 +132,7 @@ class Client:
         Every attempt carries the same ``correlation-id``, so the server's log ties the
         retries of one request together.
         """
-        correlation_id = str(uuid7())
+        correlation_id = str(protocol.uuid7())
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retry.attempts),
             wait=_Wait(self.retry),
@@ -178,10 +154,10 @@ class Client:
         headers = {
             **extra,
             "Authorization": f"Bearer {self.token}",
-            "correlation-id": correlation_id,
+            protocol.CORRELATION_HEADER: correlation_id,
         }
         resp = self._http.request(method, path, json=json, headers=headers)
-        refreshed = resp.headers.get(REFRESH_HEADER)
+        refreshed = resp.headers.get(protocol.REFRESHED_TOKEN_HEADER)
         if refreshed:
             with self._lock:
                 self.token = refreshed
@@ -225,44 +201,13 @@ class TaskInstanceOperations:
         fields: dict[str, Any],
         *,
         meta: dict[str, dict[str, Any]] | None = None,
-        send_duplicate: bool = False,
     ) -> None:
         """Store the rendered fields, with each field's renderer and truncation (``meta``,
-        sent in a header so the body stays Airflow's). ``send_duplicate`` also sends the
-        same PUT again while the first is in flight, as a client retrying after a timeout
-        would (the demo and the tests use it to provoke the race on purpose)."""
-        path = self._path(ti_id, "rtif")
+        sent in a header so the body stays Airflow's)."""
         headers = (
-            {schemas.FIELD_META_HEADER: json.dumps(meta, separators=(",", ":"))} if meta else {}
+            {protocol.FIELD_META_HEADER: json.dumps(meta, separators=(",", ":"))} if meta else {}
         )
-        duplicate: threading.Thread | None = None
-        if send_duplicate:
-            duplicate = threading.Thread(target=self._timed_put, args=(path, fields, headers, True))
-            duplicate.start()
-        try:
-            self._timed_put(path, fields, headers, False)
-        finally:
-            if duplicate is not None:
-                duplicate.join()
-
-    def _timed_put(
-        self, path: str, fields: dict[str, Any], headers: dict[str, str], duplicate: bool
-    ) -> None:
-        started = time.perf_counter()
-        status = 0
-        try:
-            status = self.client.request("PUT", path, json=fields, headers=headers).status_code
-        except ServerResponseError as exc:
-            status = exc.status
-            if not duplicate:
-                raise
-        except httpx.TransportError:
-            if not duplicate:
-                raise
-        finally:
-            stat = WriteStat(status, time.perf_counter() - started, duplicate)
-            with self.client._lock:
-                self.client.write_stats.append(stat)
+        self.client.request("PUT", self._path(ti_id, "rtif"), json=fields, headers=headers)
 
     def get_rtif(self, ti_id: uuid.UUID | str) -> dict[str, Any]:
         """The stored rendered fields."""

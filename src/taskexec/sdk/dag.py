@@ -181,12 +181,20 @@ class PythonTask(BaseTask):
         return self.python_callable(*self.op_args, **self.op_kwargs, **extra)
 
 
+# Every value registered with ``mask_secret`` in this process (dag files call it when
+# they are loaded); the runner's masker hides each of them.
+_secrets: list[Any] = []
+
+
 def mask_secret(value: Any) -> None:
     """Register a secret value: it is replaced by ``***`` wherever it appears in
     rendered fields this worker sends."""
-    from taskexec.sdk import rendering
+    _secrets.append(value)
 
-    rendering.worker_masker().add_secret(value)
+
+def registered_secrets() -> tuple[Any, ...]:
+    """The values registered with ``mask_secret`` so far."""
+    return tuple(_secrets)
 
 
 def load_dags(folder: Path) -> dict[str, Dag]:

@@ -6,16 +6,15 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-import taskexec.sdk.serialization as serialization
-from taskexec import masking
-from taskexec.config import get_settings
+from taskexec.sdk import dag, serialization
 from taskexec.sdk.dag import BaseTask
+from taskexec.wire import masking, protocol
 
 
 class RenderError(Exception):
@@ -29,11 +28,12 @@ def jinja_env() -> SandboxedEnvironment:
     return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-@functools.cache
-def worker_masker() -> masking.SecretsMasker:
-    """This worker process's masker: default words plus configured ones, and the
-    secrets registered with ``mask_secret``."""
-    return masking.SecretsMasker(extra_words=get_settings().extra_sensitive_words)
+def worker_masker(extra_words: Iterable[str] = ()) -> masking.SecretsMasker:
+    """The masker of one try: Airflow's sensitive words plus ``extra_words`` (the
+    runner's configured ones), and every secret registered with ``mask_secret``."""
+    masker = masking.SecretsMasker(extra_words=extra_words)
+    masker.add_secret(dag.registered_secrets())
+    return masker
 
 
 def build_context(
@@ -115,7 +115,7 @@ def rendered_fields_meta(
         entry: dict[str, Any] = {}
         if field in task.renderers:
             entry["renderer"] = task.renderers[field]
-        if serialization.is_truncated(value):
+        if protocol.is_truncated(value):
             entry["truncated_at"] = max_length
         if entry:
             meta[field] = entry

@@ -20,9 +20,8 @@ from typing import IO, Any
 
 import httpx
 
-from taskexec.config import Settings
 from taskexec.sdk import rendering
-from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError, WriteStat
+from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError
 from taskexec.sdk.dag import Dag
 
 log = logging.getLogger(__name__)
@@ -38,23 +37,8 @@ class RunnerConfig:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     max_templated_field_length: int = 4096
     heartbeat_interval: float = 5.0
-    # Demo/test knob: also send each rendered-fields PUT a second time while the
-    # first is in flight, as a client retry after a timeout would.
-    duplicate_rtif_writes: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> RunnerConfig:
-        """The configuration given by ``settings``."""
-        values: dict[str, Any] = {
-            "api_url": settings.api_url,
-            "logs_dir": settings.effective_logs_dir,
-            "timeout": settings.execution_api_timeout_seconds,
-            "retry": RetryPolicy.from_settings(settings),
-            "max_templated_field_length": settings.max_templated_field_length,
-            "heartbeat_interval": settings.heartbeat_interval_seconds,
-        }
-        values.update(overrides)
-        return cls(**values)
+    # Names to hide besides Airflow's sensitive words (lower case).
+    sensitive_words: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -63,7 +47,6 @@ class RunResult:
 
     outcome: str  # success | failed | up_for_retry | stale | not_started
     message: str = ""
-    write_stats: list[WriteStat] = dataclasses.field(default_factory=list)
 
 
 def log_path(
@@ -116,9 +99,7 @@ def run_task_instance(
     with Client(
         config.api_url, token, timeout=config.timeout, retry=config.retry, http=http
     ) as client:
-        result = _run(client, ti_id, dags, config)
-        result.write_stats = list(client.write_stats)
-        return result
+        return _run(client, ti_id, dags, config)
 
 
 def _run(
@@ -184,7 +165,7 @@ def _render_and_execute(
         # Retrying cannot fix a template: fail for good, with the reason in the log.
         return "failed", f"template error: {exc}"
     fields = rendering.rendered_fields_payload(
-        rendered, rendering.worker_masker(), config.max_templated_field_length
+        rendered, rendering.worker_masker(config.sensitive_words), config.max_templated_field_length
     )
     if fields:
         try:
@@ -194,7 +175,6 @@ def _render_and_execute(
                 meta=rendering.rendered_fields_meta(
                     rendered, fields, config.max_templated_field_length
                 ),
-                send_duplicate=config.duplicate_rtif_writes,
             )
         except ServerResponseError as exc:
             if exc.status == 410:

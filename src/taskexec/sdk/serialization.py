@@ -6,17 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import count, repeat
 from json.encoder import encode_basestring
 from typing import Any, TypeAlias
 
+from taskexec.wire import jsontree, protocol
+
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 
-TRUNCATION_PREFIX = "Truncated. You can change this behaviour in max_templated_field_length. "
+TRUNCATION_PREFIX = protocol.TRUNCATION_PREFIX
 DEFAULT_MAX_TEMPLATED_FIELD_LENGTH = 4096
-# Containers nested more than this many levels deep are replaced by TOO_DEEP: the
-# server stores JSON through orjson, which refuses to write past 254 levels.
-MAX_DEPTH = 200
+# Containers nested deeper than the server accepts are replaced by TOO_DEEP.
+MAX_DEPTH = protocol.MAX_NESTING_DEPTH
 # JSON numbers the server accepts (orjson): signed 64-bit; larger ints are sent as text.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 TOO_DEEP = "<too deep>"
@@ -25,9 +27,6 @@ CIRCULAR = "<circular reference>"
 _SUFFIX = "..."
 # Below this, the cut content would say nothing useful; Airflow then drops it entirely.
 _MIN_CONTENT_LENGTH = 7
-
-# Operations on serialize_template_field's explicit stack.
-_VALUE, _EXIT, _SORT = 0, 1, 2
 
 
 def _qualname(obj: object) -> str:
@@ -67,7 +66,7 @@ def _key_text(key: object) -> str:
         return f"<{_qualname(type(key))} object>"
 
 
-def _serialize_leaf(value: object) -> JsonValue:
+def _serialize_leaf(value: object, _state: None) -> JsonValue:
     if isinstance(value, str):
         # str.__str__ turns a subclass (a StrEnum member, say) into a plain str.
         return value if type(value) is str else str.__str__(value)
@@ -100,50 +99,35 @@ def _sort_set(elements: list[Any]) -> None:
             continue
 
 
+def _open(item: Any, _state: None) -> tuple[JsonValue, Iterable[jsontree.Child[None]]]:
+    if isinstance(item, Mapping):
+        # Keys are stringified first, so that keys equal as strings collapse (the last
+        # one wins) before sorting.
+        pairs = {_key_text(key): child for key, child in item.items()}
+        return dict.fromkeys(sorted(pairs)), zip(pairs.keys(), pairs.values(), repeat(None))
+    return [None] * len(item), zip(count(), tuple(item), repeat(None))
+
+
+def _close(item: Any, out: JsonValue) -> None:
+    # A set's order is arbitrary: sorting its serialized elements makes it stable. A
+    # tuple of types, not a union: a union here would be rebuilt for every container.
+    if isinstance(item, (set, frozenset)) and isinstance(out, list):
+        _sort_set(out)
+
+
+_TREE: jsontree.TreeCopy[None, JsonValue] = jsontree.TreeCopy(
+    leaf=_serialize_leaf,
+    open=_open,
+    max_depth=MAX_DEPTH,
+    too_deep=lambda: TOO_DEEP,
+    circular=lambda: CIRCULAR,
+    close=_close,
+)
+
+
 def serialize_template_field(value: object) -> JsonValue:
     """A JSON-able form of a rendered template field, following Airflow's rules."""
-    if not isinstance(value, dict | list | tuple | Mapping | set | frozenset):
-        return _serialize_leaf(value)
-    # Iterative, so deep nesting cannot raise RecursionError. Entries are (operation,
-    # value, depth, output container, slot in it). _EXIT closes a container's subtree
-    # (cycle detection); _SORT, pushed below a set's elements, sorts the set's output
-    # list once all of them are serialized.
-    root: list[JsonValue] = [None]
-    stack: list[tuple[int, object, int, Any, Any]] = [(_VALUE, value, 0, root, 0)]
-    path: set[int] = set()
-    while stack:
-        operation, item, depth, parent, slot = stack.pop()
-        if operation == _EXIT:
-            path.discard(slot)
-            continue
-        if operation == _SORT:
-            _sort_set(parent)
-            continue
-        if not isinstance(item, dict | list | tuple | Mapping | set | frozenset):
-            parent[slot] = _serialize_leaf(item)
-            continue
-        if depth > MAX_DEPTH:
-            parent[slot] = TOO_DEEP
-            continue
-        if id(item) in path:
-            parent[slot] = CIRCULAR
-            continue
-        path.add(id(item))
-        stack.append((_EXIT, None, 0, None, id(item)))
-        if isinstance(item, Mapping):
-            # Keys are stringified first, so that keys equal as strings collapse (the
-            # last one wins) before sorting.
-            pairs = {_key_text(key): child for key, child in item.items()}
-            out: dict[str, JsonValue] = dict.fromkeys(sorted(pairs))
-            parent[slot] = out
-            stack.extend((_VALUE, child, depth + 1, out, key) for key, child in pairs.items())
-        else:
-            out_list: list[JsonValue] = [None] * len(item)
-            parent[slot] = out_list
-            if isinstance(item, set | frozenset):
-                stack.append((_SORT, None, 0, out_list, None))
-            stack.extend((_VALUE, child, depth + 1, out_list, i) for i, child in enumerate(item))
-    return root[0]
+    return _TREE.copy(value, None)
 
 
 def _number_text(value: int | float) -> str:
@@ -229,8 +213,3 @@ def serialize_and_truncate(
     if len(text) > max_length:
         return truncate_rendered_value(text, max_length)
     return serialized
-
-
-def is_truncated(value: object) -> bool:
-    """Whether ``value`` is a truncated field (a str starting with the notice)."""
-    return isinstance(value, str) and value.startswith(TRUNCATION_PREFIX)

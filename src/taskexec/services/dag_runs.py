@@ -1,11 +1,11 @@
-"""Dag runs and their task instances (created by the CLI until triggering exists)."""
+"""Dag runs: creating them with their task instances, and listing them."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskexec import errors, schemas
 from taskexec.db import errors as db_errors
 from taskexec.db import models, types
-from taskexec.db.models import DagRunState, TaskInstanceState
+from taskexec.wire import protocol
+from taskexec.wire.states import DagRunState, TaskInstanceState
 
 # Airflow's run-id characters. Ids travel in URL paths (/api/v1, /ui): a "/" or a bare
 # "." or ".." could never be addressed there.
@@ -29,21 +30,25 @@ def _check_id(kind: str, value: str) -> None:
         )
 
 
+# One task instance to create: (task_id, map_index, max_tries); map_index -1 is unmapped.
+TaskSpec = tuple[str, int, int]
+
+
 async def create_dag_run(
-    *,
     conn: AsyncConnection,
+    *,
     dag_id: str,
-    run_id: str,
-    tasks: Sequence[tuple[str, int]],
+    tasks: Sequence[TaskSpec],
+    run_id: str | None = None,
     conf: dict[str, Any] | None = None,
     logical_date: dt.datetime | None = None,
-    max_tries: int | Mapping[str, int] = 0,
-) -> list[dict[str, Any]]:
-    """Create a dag run and one queued task instance per ``(task_id, map_index)``;
-    ``max_tries`` is one number for all tasks or one per task id."""
+) -> schemas.NewDagRun:
+    """Create a dag run (``run_id`` defaults to a new manual id) and one queued task
+    instance per ``(task_id, map_index, max_tries)``. The one way runs are created."""
+    run_id = run_id or new_run_id()
     _check_id("dag id", dag_id)
     _check_id("run id", run_id)
-    for task_id in {task_id for task_id, _ in tasks}:
+    for task_id in {task_id for task_id, _, _ in tasks}:
         _check_id("task id", task_id)
     now = types.utcnow()
     try:
@@ -63,22 +68,26 @@ async def create_dag_run(
         if db_errors.classify(exc) is db_errors.Kind.UNIQUE_VIOLATION:
             raise errors.RunExistsError() from exc
         raise
-    rows: list[dict[str, Any]] = [
+    rows = [
         {
-            "id": types.uuid7(),
+            "id": protocol.uuid7(),
             "dag_id": dag_id,
             "task_id": task_id,
             "run_id": run_id,
             "map_index": map_index,
             "try_number": 1,
-            "max_tries": max_tries if isinstance(max_tries, int) else max_tries.get(task_id, 0),
+            "max_tries": max_tries,
             "state": TaskInstanceState.QUEUED,
         }
-        for task_id, map_index in tasks
+        for task_id, map_index, max_tries in tasks
     ]
     if rows:
         await conn.execute(sa.insert(models.task_instance), rows)
-    return rows
+    return schemas.NewDagRun(
+        dag_id=dag_id,
+        run_id=run_id,
+        task_instances=[schemas.NewTaskInstance.model_validate(row) for row in rows],
+    )
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -99,7 +108,7 @@ async def _require_dag(conn: AsyncConnection, dag_id: str) -> None:
 
 
 async def list_dag_runs(
-    *, conn: AsyncConnection, dag_id: str, state: str | None, limit: int, offset: int
+    conn: AsyncConnection, *, dag_id: str, state: str | None, limit: int, offset: int
 ) -> schemas.Page[schemas.DagRunSummary]:
     """The dag's runs, newest first, optionally only those in ``state``."""
     await _require_dag(conn, dag_id)
@@ -111,7 +120,7 @@ async def list_dag_runs(
 
 
 async def list_runs(
-    *, conn: AsyncConnection, dag_id: str | None, limit: int, offset: int
+    conn: AsyncConnection, *, dag_id: str | None, limit: int, offset: int
 ) -> schemas.Page[schemas.DagRunSummary]:
     """Runs of every dag, or of ``dag_id`` only, newest first; an unknown dag has none."""
     dr = models.dag_run
@@ -137,7 +146,7 @@ async def _runs_page(
     return schemas.Page(items=items, total=total or 0, limit=limit, offset=offset)
 
 
-async def require_dag_run(*, conn: AsyncConnection, dag_id: str, run_id: str) -> None:
+async def require_dag_run(conn: AsyncConnection, *, dag_id: str, run_id: str) -> None:
     """Raise a 404 with a reason that says which part is unknown: the dag or the run."""
     dr = models.dag_run
     found = await conn.scalar(

@@ -7,12 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskexec import schemas
 from taskexec.db import models
+from taskexec.services import dag_runs
 
 dr = models.dag_run
 
 
 async def list_dags(
-    *, conn: AsyncConnection, limit: int, offset: int
+    conn: AsyncConnection, *, limit: int, offset: int
 ) -> schemas.Page[schemas.DagSummary]:
     """Every dag with at least one run, by dag id, with its run count."""
     total = await conn.scalar(sa.select(sa.func.count(sa.distinct(dr.c.dag_id))))
@@ -29,3 +30,13 @@ async def list_dags(
     )
     items = [schemas.DagSummary.model_validate(row._mapping) for row in rows]
     return schemas.Page(items=items, total=total or 0, limit=limit, offset=offset)
+
+
+async def list_dags_and_runs(
+    conn: AsyncConnection, *, dags_limit: int, dag_id: str | None, limit: int, offset: int
+) -> tuple[schemas.Page[schemas.DagSummary], schemas.Page[schemas.DagRunSummary]]:
+    """The dags, and the runs of every dag (or of ``dag_id``), read in one transaction:
+    what the web page's runs page shows side by side."""
+    dags = await list_dags(conn, limit=dags_limit, offset=0)
+    runs = await dag_runs.list_runs(conn, dag_id=dag_id, limit=limit, offset=offset)
+    return dags, runs

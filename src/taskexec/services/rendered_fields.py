@@ -12,53 +12,49 @@ from sqlalchemy.sql.dml import Insert
 
 from taskexec import errors, schemas
 from taskexec.db import models, types, upsert
-from taskexec.sdk import serialization
 from taskexec.services import dag_runs, task_instances
+from taskexec.wire import protocol
+from taskexec.wire import schemas as wire_schemas
 
 ti = models.task_instance
 rtif = models.rendered_task_instance_fields
 
-_KEY = ("dag_id", "task_id", "run_id", "map_index")
+_WRITTEN = ("rendered_fields", "field_meta", "try_number", "updated_at")
 
 
-@functools.cache
-def upsert_statement(dialect: str) -> Insert:
-    """The one statement that writes RTIF, built once per dialect.
-
-    ``INSERT INTO rendered_task_instance_fields (...)
-      SELECT ti.dag_id, ti.task_id, ti.run_id, ti.map_index, :fields, ti.try_number, :now
-      FROM task_instance ti WHERE ti.id = :ti_id
-      ON CONFLICT (key) DO UPDATE ...`` (or ``ON DUPLICATE KEY UPDATE``).
-
-    Taking the key from ``task_instance`` in the same statement makes the existence
-    check and the write one round trip: zero rows means no such task instance.
-    """
+def _upsert_from_task_instances(dialect: str, where: sa.ColumnElement[bool]) -> Insert:
+    """``INSERT INTO rendered_task_instance_fields (...)
+    SELECT ti.dag_id, ti.task_id, ti.run_id, ti.map_index, :fields, :meta, ti.try_number,
+           :now FROM task_instance ti WHERE <where>
+    ON CONFLICT (key) DO UPDATE ...`` (or ``ON DUPLICATE KEY UPDATE``)."""
     select = sa.select(
-        ti.c.dag_id,
-        ti.c.task_id,
-        ti.c.run_id,
-        ti.c.map_index,
+        *models.key_columns(ti),
         sa.bindparam("rendered_fields", type_=rtif.c.rendered_fields.type),
         sa.bindparam("field_meta", type_=rtif.c.field_meta.type),
         ti.c.try_number,
         sa.bindparam("updated_at", type_=types.UtcDateTime()),
-    ).where(ti.c.id == sa.bindparam("ti_id", type_=sa.Uuid()))
+    ).where(where)
     stmt = upsert.upsert_from_select(
-        dialect,
-        rtif,
-        [*_KEY, "rendered_fields", "field_meta", "try_number", "updated_at"],
-        select,
-        key=_KEY,
-        update=("rendered_fields", "field_meta", "try_number", "updated_at"),
+        dialect, rtif, [*models.TI_KEY, *_WRITTEN], select, key=models.TI_KEY, update=_WRITTEN
     )
     # SQLAlchemy keeps the driver's row count only for UPDATE/DELETE unless asked;
     # the count is how we learn, in the same round trip, whether the TI exists.
     return stmt.execution_options(preserve_rowcount=True)
 
 
+@functools.cache
+def upsert_statement(dialect: str) -> Insert:
+    """The one statement that writes a task instance's RTIF, built once per dialect.
+
+    Taking the key from ``task_instance`` in the same statement makes the existence
+    check and the write one round trip: zero rows means no such task instance.
+    """
+    return _upsert_from_task_instances(dialect, ti.c.id == sa.bindparam("ti_id", type_=sa.Uuid()))
+
+
 async def upsert_rendered_fields(
-    *,
     conn: AsyncConnection,
+    *,
     ti_id: uuid.UUID,
     fields: dict[str, Any],
     meta: dict[str, Any] | None = None,
@@ -75,24 +71,21 @@ async def upsert_rendered_fields(
         },
     )
     if result.rowcount == 0:
-        await task_instances.raise_missing(conn=conn, ti_id=ti_id)
+        await task_instances.raise_missing(conn, ti_id=ti_id)
 
 
 async def get_rendered_fields(
-    *, conn: AsyncConnection, ti_id: uuid.UUID
-) -> schemas.RenderedFieldsResponse:
+    conn: AsyncConnection, *, ti_id: uuid.UUID
+) -> wire_schemas.RenderedFieldsResponse:
     """The stored fields of the task instance, with the try that wrote them."""
     result = await conn.execute(
         sa.select(
-            rtif.c.dag_id,
-            rtif.c.task_id,
-            rtif.c.run_id,
-            rtif.c.map_index,
+            *models.key_columns(rtif),
             rtif.c.try_number,
             rtif.c.updated_at,
             rtif.c.rendered_fields,
         )
-        .join(ti, sa.and_(*(ti.c[k] == rtif.c[k] for k in _KEY)))
+        .join(ti, models.same_task_instance(ti, rtif))
         .where(ti.c.id == ti_id)
     )
     row = result.first()
@@ -100,13 +93,13 @@ async def get_rendered_fields(
         exists = await conn.scalar(sa.select(ti.c.id).where(ti.c.id == ti_id))
         if exists is not None:
             raise errors.NotFoundError("No rendered fields are stored for this task instance.")
-        await task_instances.raise_missing(conn=conn, ti_id=ti_id)
+        await task_instances.raise_missing(conn, ti_id=ti_id)
     assert row is not None
-    return schemas.RenderedFieldsResponse(task_instance_id=ti_id, **row._mapping)
+    return wire_schemas.RenderedFieldsResponse(task_instance_id=ti_id, **row._mapping)
 
 
 async def get_rendered_fields_view(
-    *, conn: AsyncConnection, dag_id: str, run_id: str, task_id: str, map_index: int
+    conn: AsyncConnection, *, dag_id: str, run_id: str, task_id: str, map_index: int
 ) -> schemas.RenderedFieldsView:
     """The stored fields of one task instance, each with its renderer and truncation,
     and the map indexes of the same task (to move between mapped instances)."""
@@ -118,7 +111,7 @@ async def get_rendered_fields_view(
         )
     )
     if map_index not in map_indexes:
-        await dag_runs.require_dag_run(conn=conn, dag_id=dag_id, run_id=run_id)
+        await dag_runs.require_dag_run(conn, dag_id=dag_id, run_id=run_id)
         raise errors.TaskInstanceKeyNotFoundError()
     row = (
         await conn.execute(
@@ -145,7 +138,7 @@ async def get_rendered_fields_view(
                 value=value,
                 renderer=field_meta.get("renderer"),
                 # Also recognised by the notice, for rows from workers that send no meta.
-                truncated=truncated_at is not None or serialization.is_truncated(value),
+                truncated=truncated_at is not None or protocol.is_truncated(value),
                 truncated_at=truncated_at,
             )
         )
@@ -159,3 +152,25 @@ async def get_rendered_fields_view(
         fields=fields,
         map_indexes=map_indexes,
     )
+
+
+async def upsert_rendered_fields_of_run(
+    conn: AsyncConnection, *, dag_id: str, run_id: str, fields: dict[str, Any]
+) -> int:
+    """Store the same ``fields`` for every task instance of a run in one statement (the
+    benchmark fills large tables with it); returns the rows written."""
+    stmt = _upsert_from_task_instances(
+        conn.dialect.name,
+        sa.and_(
+            ti.c.dag_id == sa.bindparam("dag_id", type_=ti.c.dag_id.type),
+            ti.c.run_id == sa.bindparam("run_id", type_=ti.c.run_id.type),
+        ),
+    )
+    params = {"rendered_fields": fields, "field_meta": None, "updated_at": types.utcnow()}
+    result = await conn.execute(stmt, {"dag_id": dag_id, "run_id": run_id, **params})
+    return result.rowcount
+
+
+async def count_rows(conn: AsyncConnection) -> int:
+    """How many rendered-fields rows are stored, over all dags."""
+    return await conn.scalar(sa.select(sa.func.count()).select_from(rtif)) or 0

@@ -18,13 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskexec import errors, schemas
 from taskexec.db import models, types
-from taskexec.db.models import TaskInstanceState
 from taskexec.services import dag_runs
+from taskexec.wire import protocol
+from taskexec.wire import schemas as wire_schemas
+from taskexec.wire.states import TaskInstanceState
 
 ti = models.task_instance
 tih = models.task_instance_history
 dr = models.dag_run
-_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index")
 
 
 class Outcome(enum.Enum):
@@ -34,7 +35,7 @@ class Outcome(enum.Enum):
     ALREADY = "already"
 
 
-async def raise_missing(*, conn: AsyncConnection, ti_id: uuid.UUID) -> None:
+async def raise_missing(conn: AsyncConnection, *, ti_id: uuid.UUID) -> None:
     """Raise 410 for an earlier try's id, else 404."""
     stale = await conn.scalar(sa.select(tih.c.id).where(tih.c.id == ti_id))
     if stale is not None:
@@ -49,7 +50,9 @@ async def _current(conn: AsyncConnection, ti_id: uuid.UUID) -> sa.Row[Any, Any, 
     return result.first()
 
 
-async def _run_context(conn: AsyncConnection, ti_id: uuid.UUID) -> schemas.TIRunContextResponse:
+async def _run_context(
+    conn: AsyncConnection, ti_id: uuid.UUID
+) -> wire_schemas.TIRunContextResponse:
     result = await conn.execute(
         sa.select(
             ti.c.task_id,
@@ -67,8 +70,8 @@ async def _run_context(conn: AsyncConnection, ti_id: uuid.UUID) -> schemas.TIRun
         .where(ti.c.id == ti_id)
     )
     row = result.one()
-    return schemas.TIRunContextResponse(
-        dag_run=schemas.DagRunInfo(
+    return wire_schemas.TIRunContextResponse(
+        dag_run=wire_schemas.DagRunInfo(
             dag_id=row.dag_id,
             run_id=row.run_id,
             logical_date=row.logical_date,
@@ -85,8 +88,8 @@ async def _run_context(conn: AsyncConnection, ti_id: uuid.UUID) -> schemas.TIRun
 
 
 async def start(
-    *, conn: AsyncConnection, ti_id: uuid.UUID, payload: schemas.TIEnterRunningPayload
-) -> schemas.TIRunContextResponse:
+    conn: AsyncConnection, *, ti_id: uuid.UUID, payload: wire_schemas.TIEnterRunningPayload
+) -> wire_schemas.TIRunContextResponse:
     """queued → running, recording hostname, pid and start date; a repeat by the same
     host and pid is accepted."""
     now = types.utcnow()
@@ -105,7 +108,7 @@ async def start(
     if result.rowcount == 0:
         row = await _current(conn, ti_id)
         if row is None:
-            await raise_missing(conn=conn, ti_id=ti_id)
+            await raise_missing(conn, ti_id=ti_id)
             raise AssertionError("unreachable")
         same_worker = row.hostname == payload.hostname and row.pid == payload.pid
         if not (row.state == TaskInstanceState.RUNNING and same_worker):
@@ -117,7 +120,7 @@ async def start(
 
 
 async def heartbeat(
-    *, conn: AsyncConnection, ti_id: uuid.UUID, payload: schemas.TIHeartbeatPayload
+    conn: AsyncConnection, *, ti_id: uuid.UUID, payload: wire_schemas.TIHeartbeatPayload
 ) -> None:
     """Record that the worker running this try is alive."""
     result = await conn.execute(
@@ -134,7 +137,7 @@ async def heartbeat(
         return
     row = await _current(conn, ti_id)
     if row is None:
-        await raise_missing(conn=conn, ti_id=ti_id)
+        await raise_missing(conn, ti_id=ti_id)
         raise AssertionError("unreachable")
     if row.state != TaskInstanceState.RUNNING:
         raise errors.NotRunningError(
@@ -149,20 +152,28 @@ async def heartbeat(
 
 
 async def finish(
-    *,
     conn: AsyncConnection,
+    *,
     ti_id: uuid.UUID,
-    payload: schemas.TITerminalStatePayload | schemas.TIRetryStatePayload,
+    payload: wire_schemas.TITerminalStatePayload | wire_schemas.TIRetryStatePayload,
+    from_states: tuple[TaskInstanceState, ...] = (TaskInstanceState.RUNNING,),
+    on_worker: tuple[str, int] | None = None,
 ) -> Outcome:
-    """running → success, failed or up_for_retry. A request for the state the try is
-    already in succeeds without changing anything."""
+    """End a try: running → success, failed or up_for_retry (the worker's /state).
+
+    An executor that gives up on a try it handed out ends it here too: ``from_states``
+    then names the states it may end it from, and ``on_worker`` (hostname, pid) the
+    worker it gave the try to, so that a try running on any other worker is never
+    touched. A request for the state the try is already in succeeds without changing
+    anything."""
     target = TaskInstanceState(payload.state)
     end_date = payload.end_date or types.utcnow()
-    result = await conn.execute(
-        sa.update(ti)
-        .where(ti.c.id == ti_id, ti.c.state == TaskInstanceState.RUNNING)
-        .values(state=target, end_date=end_date)
-    )
+    where = [ti.c.id == ti_id, ti.c.state.in_(from_states)]
+    if on_worker is not None:
+        hostname, pid = on_worker
+        running_there = sa.and_(ti.c.hostname == hostname, ti.c.pid == pid)
+        where.append(sa.or_(ti.c.state != TaskInstanceState.RUNNING, running_there))
+    result = await conn.execute(sa.update(ti).where(*where).values(state=target, end_date=end_date))
     if result.rowcount == 0:
         await _settle_repeat(conn, ti_id, target)
         return Outcome.ALREADY
@@ -209,7 +220,7 @@ async def _queue_next_try(conn: AsyncConnection, ti_id: uuid.UUID) -> None:
         sa.update(ti)
         .where(ti.c.id == ti_id)
         .values(
-            id=types.uuid7(),
+            id=protocol.uuid7(),
             try_number=ti.c.try_number + 1,
             state=TaskInstanceState.QUEUED,
             hostname=None,
@@ -222,8 +233,8 @@ async def _queue_next_try(conn: AsyncConnection, ti_id: uuid.UUID) -> None:
 
 
 async def list_task_instances(
-    *,
     conn: AsyncConnection,
+    *,
     dag_id: str,
     run_id: str,
     state: str | None,
@@ -232,7 +243,7 @@ async def list_task_instances(
     offset: int,
 ) -> schemas.Page[schemas.TaskInstanceSummary]:
     """The run's task instances by task id and map index, optionally filtered."""
-    await dag_runs.require_dag_run(conn=conn, dag_id=dag_id, run_id=run_id)
+    await dag_runs.require_dag_run(conn, dag_id=dag_id, run_id=run_id)
     rtif = models.rendered_task_instance_fields
     where = [ti.c.dag_id == dag_id, ti.c.run_id == run_id]
     if state is not None:
@@ -254,7 +265,7 @@ async def list_task_instances(
             ti.c.end_date,
             rtif.c.try_number.is_not(None).label("has_rendered_fields"),
         )
-        .select_from(ti.outerjoin(rtif, sa.and_(*(rtif.c[k] == ti.c[k] for k in _KEY_COLUMNS))))
+        .select_from(ti.outerjoin(rtif, models.same_task_instance(rtif, ti)))
         .where(*where)
         .order_by(ti.c.task_id, ti.c.map_index)
         .limit(limit)
@@ -262,3 +273,27 @@ async def list_task_instances(
     )
     items = [schemas.TaskInstanceSummary.model_validate(row._mapping) for row in rows]
     return schemas.Page(items=items, total=total or 0, limit=limit, offset=offset)
+
+
+async def count_states(conn: AsyncConnection, *, dag_id: str, run_id: str) -> dict[str, int]:
+    """How many task instances of the run are in each state."""
+    rows = await conn.execute(
+        sa.select(ti.c.state, sa.func.count())
+        .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id)
+        .group_by(ti.c.state)
+    )
+    return {state: count for state, count in rows}
+
+
+async def list_queued(
+    conn: AsyncConnection, *, dag_id: str, run_id: str, limit: int
+) -> list[uuid.UUID]:
+    """Up to ``limit`` ids of the run's queued tries, by task id and map index: what an
+    executor hands to its workers next."""
+    rows = await conn.scalars(
+        sa.select(ti.c.id)
+        .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.state == TaskInstanceState.QUEUED)
+        .order_by(ti.c.task_id, ti.c.map_index)
+        .limit(limit)
+    )
+    return list(rows)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from fastapi import APIRouter
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskexec.api.deps import DbDep
+from taskexec.services import health as health_service
 
 router = APIRouter(tags=["health"])
-
-
-async def _ping(*, conn: AsyncConnection) -> None:
-    await conn.execute(sa.text("SELECT 1"))
 
 
 @router.get("/health")
 async def health(db: DbDep) -> dict[str, str]:
     """``{"status": "healthy"}`` when the server and its database answer."""
-    await db.read(_ping)
+    await db.read(health_service.ping)
     return {"status": "healthy"}

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query
 
 from taskexec import schemas
 from taskexec.api.deps import DbDep, ReaderDep
-from taskexec.db.models import DagRunState, TaskInstanceState
 from taskexec.services import dag_runs, dags, rendered_fields, task_instances
+from taskexec.wire import schemas as wire_schemas
+from taskexec.wire.states import DagRunState, TaskInstanceState
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 422, 503)
+    code: {"model": wire_schemas.ErrorResponse} for code in (401, 403, 404, 422, 503)
 }
 
 router = APIRouter(

@@ -9,9 +9,10 @@ import orjson
 from fastapi import APIRouter, Body, Request, Response, status
 from pydantic import TypeAdapter, ValidationError
 
-from taskexec import errors, schemas
+from taskexec import errors
 from taskexec.api.deps import DbDep, MaskerDep, RtifWriterDep, TaskInstanceIdDep
 from taskexec.services import rendered_fields, task_instances
+from taskexec.wire import jsontree, protocol, schemas
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 409, 410, 422, 503)
@@ -22,44 +23,28 @@ router = APIRouter(prefix="/task-instances", tags=["task-instances"], responses=
 RTIF_SET_MESSAGE = "Rendered task instance fields successfully set"
 # Encoded once: the hot path skips response-model validation and serialization.
 _RTIF_SET_BODY = orjson.dumps({"message": RTIF_SET_MESSAGE})
-# orjson, which stores the JSON, writes at most 254 levels; refuse deeper bodies up
-# front with a clear 422 rather than fail later.
-MAX_BODY_DEPTH = 200
 _FIELD_META = TypeAdapter(dict[str, schemas.FieldMeta])
 # The meta header is outside the body limit; a renderer and a length per field fit in
 # far less than this.
 MAX_FIELD_META_BYTES = 64 * 1024
 
 
-def _too_deep(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
-    return False
-
-
 def _field_meta(request: Request, fields: dict[str, Any]) -> dict[str, Any] | None:
     """The optional ``Taskexec-Rendered-Fields-Meta`` header: a JSON object of field name
     to ``{"renderer": ..., "truncated_at": ...}``. A header rather than a body key keeps
     the body exactly Airflow's; entries for fields not in the body are dropped."""
-    raw = request.headers.get(schemas.FIELD_META_HEADER)
+    raw = request.headers.get(protocol.FIELD_META_HEADER)
     if raw is None:
         return None
     if len(raw) > MAX_FIELD_META_BYTES:
         raise errors.PayloadTooLargeError(
-            f"The {schemas.FIELD_META_HEADER} header is larger than {MAX_FIELD_META_BYTES} bytes."
+            f"The {protocol.FIELD_META_HEADER} header is larger than {MAX_FIELD_META_BYTES} bytes."
         )
     try:
         parsed = _FIELD_META.validate_json(raw)
     except ValidationError as exc:
         raise errors.InvalidBodyError(
-            f"The {schemas.FIELD_META_HEADER} header must be a JSON object of field name to "
+            f"The {protocol.FIELD_META_HEADER} header must be a JSON object of field name to "
             '{"renderer": name, "truncated_at": positive int}.'
         ) from exc
     return {
@@ -79,9 +64,10 @@ async def _json_object_body(request: Request) -> dict[str, Any]:
         raise errors.InvalidBodyError(
             "The request body must be a JSON object of field name to value."
         )
-    if _too_deep(body, MAX_BODY_DEPTH):
+    # Refused up front with a clear 422 rather than failing later in orjson.
+    if jsontree.exceeds_depth(body, protocol.MAX_NESTING_DEPTH):
         raise errors.InvalidBodyError(
-            f"The request body is nested more than {MAX_BODY_DEPTH} levels deep."
+            f"The request body is nested more than {protocol.MAX_NESTING_DEPTH} levels deep."
         )
     return body
 

@@ -23,6 +23,9 @@ ID = 250
 # InnoDB: utf8mb4 everywhere; binary collation so ids compare case-sensitively, as on
 # the other databases.
 MYSQL_OPTS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+# The task-instance key as this revision created it (a migration keeps its own copy of
+# the schema it writes: later changes to the models must not rewrite history).
+TI_KEY = ["dag_id", "task_id", "run_id", "map_index"]
 
 
 def _ti_columns() -> list[sa.Column[object]]:
@@ -43,7 +46,7 @@ def _ti_columns() -> list[sa.Column[object]]:
     ]
 
 
-def upgrade() -> None:
+def _create_dag_run() -> None:
     op.create_table(
         "dag_run",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -60,13 +63,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_dag_run_dag_id_run_after", "dag_run", ["dag_id", "run_after"])
 
+
+def _create_task_instance() -> None:
     op.create_table(
         "task_instance",
         *_ti_columns(),
         sa.PrimaryKeyConstraint("id", name="pk_task_instance"),
-        sa.UniqueConstraint(
-            "dag_id", "task_id", "run_id", "map_index", name="uq_task_instance_key"
-        ),
+        sa.UniqueConstraint(*TI_KEY, name="uq_task_instance_key"),
         sa.ForeignKeyConstraint(
             ["dag_id", "run_id"],
             ["dag_run.dag_id", "dag_run.run_id"],
@@ -77,32 +80,24 @@ def upgrade() -> None:
     )
     op.create_index("ix_task_instance_state", "task_instance", ["state"])
 
+
+def _create_task_instance_history() -> None:
     op.create_table(
         "task_instance_history",
         *_ti_columns(),
         sa.PrimaryKeyConstraint("id", name="pk_task_instance_history"),
-        sa.UniqueConstraint(
-            "dag_id",
-            "task_id",
-            "run_id",
-            "map_index",
-            "try_number",
-            name="uq_task_instance_history_key_try",
-        ),
+        sa.UniqueConstraint(*TI_KEY, "try_number", name="uq_task_instance_history_key_try"),
         sa.ForeignKeyConstraint(
-            ["dag_id", "task_id", "run_id", "map_index"],
-            [
-                "task_instance.dag_id",
-                "task_instance.task_id",
-                "task_instance.run_id",
-                "task_instance.map_index",
-            ],
+            TI_KEY,
+            [f"task_instance.{column}" for column in TI_KEY],
             name="fk_task_instance_history_task_instance",
             ondelete="CASCADE",
         ),
         **MYSQL_OPTS,
     )
 
+
+def _create_rendered_task_instance_fields() -> None:
     op.create_table(
         "rendered_task_instance_fields",
         sa.Column("dag_id", sa.String(ID), nullable=False),
@@ -112,22 +107,22 @@ def upgrade() -> None:
         sa.Column("rendered_fields", sa.JSON(), nullable=False),
         sa.Column("try_number", sa.Integer(), nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "dag_id", "task_id", "run_id", "map_index", name="pk_rendered_task_instance_fields"
-        ),
+        sa.PrimaryKeyConstraint(*TI_KEY, name="pk_rendered_task_instance_fields"),
         sa.ForeignKeyConstraint(
-            ["dag_id", "task_id", "run_id", "map_index"],
-            [
-                "task_instance.dag_id",
-                "task_instance.task_id",
-                "task_instance.run_id",
-                "task_instance.map_index",
-            ],
+            TI_KEY,
+            [f"task_instance.{column}" for column in TI_KEY],
             name="fk_rendered_task_instance_fields_task_instance",
             ondelete="CASCADE",
         ),
         **MYSQL_OPTS,
     )
+
+
+def upgrade() -> None:
+    _create_dag_run()
+    _create_task_instance()
+    _create_task_instance_history()
+    _create_rendered_task_instance_fields()
 
 
 def downgrade() -> None:

@@ -1,8 +1,9 @@
 """The app factory and the one table of exception handlers.
 
-A request goes: middleware (correlation id, body limit) → route (``api/routes``) →
-auth dependency (``api/deps``) → ``Database.write``/``read``, which owns the
-transaction → a service function (``services/``) → commit → response.
+A request goes: middleware (correlation id, body limit; ``api/middleware``) → route
+(``api/routes`` or ``web``) → auth dependency (``api/deps``) → ``Database.write`` /
+``read``, which owns the transaction → a service function (``services/``) → commit →
+response. Errors on the way come back here, to ``EXCEPTION_HANDLERS``.
 """
 
 from __future__ import annotations
@@ -12,26 +13,28 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taskexec import __version__, errors, masking
-from taskexec.api import middleware, pruner
+from taskexec import __version__, errors
+from taskexec.api import middleware
 from taskexec.api.routes import health, read_api, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
 from taskexec.security import TokenSigner
+from taskexec.server import pruner
 from taskexec.web import pages
+from taskexec.wire import masking, protocol
 
 log = logging.getLogger(__name__)
 
 # The one table: domain error → HTTP status.
 STATUS_BY_ERROR: dict[type[errors.TaskExecError], int] = {
     errors.InvalidBodyError: 422,
+    errors.InvalidValueError: 422,
     errors.MissingTokenError: 401,
     errors.ExpiredTokenError: 401,
     errors.InvalidTokenError: 403,
@@ -58,7 +61,7 @@ _STARLETTE_REASONS = {404: "not_found", 405: "method_not_allowed"}
 def _error(
     status: int, detail: dict[str, Any], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return JSONResponse(protocol.error_body(**detail), status_code=status, headers=headers)
 
 
 def _internal_error(request: Request, exc: BaseException, what: str) -> JSONResponse:
@@ -109,11 +112,8 @@ async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _handle_db_error(request: Request, exc: Exception) -> JSONResponse:
-    if db_errors.classify(exc) is db_errors.Kind.BAD_DATA:
-        log.info("database refused a value: %s", db_errors.describe(exc))
-        return _error(
-            422, {"reason": "invalid_value", "message": "The database cannot store this value."}
-        )
+    # Neither retryable nor bad data (the transaction owner turns those into domain
+    # errors): a bug or an outage we do not understand.
     return _internal_error(request, exc, f"database error: {db_errors.describe(exc)}")
 
 
@@ -125,7 +125,7 @@ EXCEPTION_HANDLERS = {
     errors.TaskExecError: _handle_domain_error,
     RequestValidationError: _handle_validation_error,
     StarletteHTTPException: _handle_http_error,
-    sa.exc.DBAPIError: _handle_db_error,
+    db_errors.DatabaseError: _handle_db_error,
     Exception: _handle_unexpected,
 }
 
@@ -136,8 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = db_engine.make_engine(settings.effective_database_url, settings)
-        app.state.db = db_engine.Database(engine, settings)
+        app.state.db = db_engine.Database.from_settings(settings)
         # Retention runs beside the requests, never inside a worker's transaction.
         app.state.pruner = pruner.start(app.state.db, settings)
         try:

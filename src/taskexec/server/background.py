@@ -1,4 +1,4 @@
-"""Serve the app from a background thread (the demo and the tests use it)."""
+"""Serve an ASGI app from a background thread (the demo, the race proxy and the tests)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 @contextlib.contextmanager
-def background_server(app: FastAPI, *, timeout: float = 20.0) -> Iterator[str]:
+def background_server(app: ASGIApp, *, timeout: float = 20.0) -> Iterator[str]:
     """Run ``app`` under uvicorn (uvloop, httptools) on a free 127.0.0.1 port; yields
     its base URL and stops it on exit."""
     sock = socket.socket()

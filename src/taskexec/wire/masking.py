@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
+from itertools import count, repeat
 from typing import Any
+
+from taskexec.wire import jsontree, protocol
 
 DEFAULT_SENSITIVE_WORDS: frozenset[str] = frozenset(
     {
@@ -35,8 +39,9 @@ MASK = "***"
 MIN_SECRET_LENGTH = 5
 # Values nested more than this many containers deep are replaced by MASK as a whole:
 # walking them is possible, but nothing downstream (repr, json, orjson) could handle the
-# result, and masking the whole subtree can never leak what is inside it.
-MAX_DEPTH = 2000
+# result, and masking the whole subtree can never leak what is inside it. Far deeper than
+# the wire allows: the masker also guards values that never crossed it.
+MAX_DEPTH = 10 * protocol.MAX_NESTING_DEPTH
 
 _NAME_CACHE_SIZE = 4096
 
@@ -64,8 +69,8 @@ _PATTERN = re.compile(
 )
 
 
-# Closes a container's subtree on redact's stack.
-_EXIT = object()
+def _masked() -> str:
+    return MASK
 
 
 def _replace_match(match: re.Match[str]) -> str:
@@ -112,6 +117,29 @@ def _mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
     return "".join(parts)
 
 
+def _collect_secret(value: object, found: set[str]) -> None:
+    if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+        found.add(value)
+        # Passwords usually appear percent-encoded inside URLs.
+        found.add(urllib.parse.quote(value, safe=""))
+
+
+def _nothing() -> None:
+    return None
+
+
+# Collects every string leaf of a value to register as secrets: each container once
+# (a value shared many times over is not walked many times), at any depth.
+_SECRET_STRINGS: jsontree.TreeCopy[set[str], object] = jsontree.TreeCopy(
+    leaf=_collect_secret,
+    open=jsontree.open_unkept,
+    max_depth=sys.maxsize,
+    too_deep=_nothing,
+    circular=_nothing,
+    revisit=False,
+)
+
+
 class SecretsMasker:
     """Replaces sensitive values in (nested) rendered fields with ``***``."""
 
@@ -132,6 +160,14 @@ class SecretsMasker:
         self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._name_cache: dict[str, bool] = {}
+        # A cycle is masked whole, like a subtree past MAX_DEPTH: neither can leak.
+        self._tree: jsontree.TreeCopy[bool, object] = jsontree.TreeCopy(
+            leaf=self._redact_leaf,
+            open=self._open,
+            max_depth=MAX_DEPTH,
+            too_deep=_masked,
+            circular=_masked,
+        )
 
     @property
     def sensitive_words(self) -> frozenset[str]:
@@ -141,20 +177,7 @@ class SecretsMasker:
     def add_secret(self, value: object) -> None:
         """Register a secret string, or every string leaf of a dict, list or tuple."""
         new: set[str] = set()
-        seen: set[int] = set()
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, str):
-                if len(item) >= MIN_SECRET_LENGTH:
-                    new.add(item)
-                    # Passwords usually appear percent-encoded inside URLs.
-                    new.add(urllib.parse.quote(item, safe=""))
-            elif isinstance(item, Mapping | list | tuple | set | frozenset):
-                if id(item) in seen:
-                    continue
-                seen.add(id(item))
-                stack.extend(item.values() if isinstance(item, Mapping) else item)
+        _SECRET_STRINGS.copy(value, new)
         if not new:
             return
         with self._lock:
@@ -178,49 +201,22 @@ class SecretsMasker:
         hidden = self.should_hide_name(name)
         if type(value) is str:
             return MASK if hidden else self._redact_str(value)
-        if not isinstance(value, dict | list | tuple | Mapping | set | frozenset):
-            return self._redact_leaf(value, hidden)
-        # Iterative, so deep nesting cannot raise RecursionError. Stack entries are
-        # (value, hidden, depth, output container, slot in it); a value of _EXIT closes a
-        # container's subtree and removes it from the current path (cycle detection).
-        root: list[object] = [None]
-        stack: list[tuple[object, bool, int, Any, Any]] = [(value, hidden, 0, root, 0)]
-        path: set[int] = set()
-        while stack:
-            item, hidden, depth, parent, slot = stack.pop()
-            if item is _EXIT:
-                path.discard(slot)
-                continue
-            if type(item) is str:
-                parent[slot] = MASK if hidden else self._redact_str(item)
-            elif isinstance(item, dict | Mapping):
-                if depth > MAX_DEPTH or id(item) in path:
-                    parent[slot] = MASK
-                    continue
-                path.add(id(item))
-                stack.append((_EXIT, False, 0, None, id(item)))
-                out: dict[object, object] = dict.fromkeys(item)
-                parent[slot] = out
-                for key, child in item.items():
-                    child_hidden = hidden or (type(key) is str and self.should_hide_name(key))
-                    stack.append((child, child_hidden, depth + 1, out, key))
-            elif isinstance(item, list | tuple | set | frozenset):
-                if depth > MAX_DEPTH or id(item) in path:
-                    parent[slot] = MASK
-                    continue
-                path.add(id(item))
-                stack.append((_EXIT, False, 0, None, id(item)))
-                out_list: list[object] = [None] * len(item)
-                parent[slot] = out_list
-                for index, child in enumerate(item):
-                    stack.append((child, hidden, depth + 1, out_list, index))
-            else:
-                parent[slot] = self._redact_leaf(item, hidden)
-        return root[0]
+        return self._tree.copy(value, hidden)
 
     def redact_fields(self, fields: Mapping[str, object]) -> dict[str, object]:
         """Redact each field's value, using the field name as its name."""
         return {name: self.redact(value, name) for name, value in fields.items()}
+
+    def _open(self, item: Any, hidden: bool) -> tuple[object, Iterable[jsontree.Child[bool]]]:
+        # Tuples and sets become lists; dict keys are kept as they are, in order. A tuple
+        # of types, not a union: a union here would be rebuilt for every container.
+        if isinstance(item, (dict, Mapping)):
+            hide = self.should_hide_name
+            return dict.fromkeys(item), [
+                (key, child, hidden or (type(key) is str and hide(key)))
+                for key, child in item.items()
+            ]
+        return [None] * len(item), zip(count(), tuple(item), repeat(hidden))
 
     def _redact_leaf(self, value: object, hidden: bool) -> object:
         if hidden:

@@ -1,0 +1,48 @@
+"""The ``taskexec`` command.
+
+One module per command group, each with its arguments beside its commands: ``db``,
+``serve``, ``runs`` (runs create, trigger, run, logs), ``workers`` (celery-worker),
+``tools`` (race, bench) and ``demo``. Commands are plain functions of the parsed
+arguments and the settings; their database work goes through ``Database`` → services
+like every other entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from taskexec import errors
+from taskexec.config import get_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    # Imported here, not at the top: the local executor's worker processes are spawned
+    # from this command's script, which imports this package, and a worker must not
+    # load the server side (SQLAlchemy, FastAPI) that the commands use.
+    from taskexec.cli import db, demo, runs, serve, tools, workers
+
+    parser = argparse.ArgumentParser(prog="taskexec", description="The ``taskexec`` command.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (db, serve, runs, workers, tools, demo):
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``taskexec`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from taskexec.cli import common
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args, get_settings())
+    except (common.CommandError, errors.TaskExecError) as exc:
+        print(f"taskexec: {exc}", file=sys.stderr)
+        return 1
+    return 0

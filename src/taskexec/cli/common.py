@@ -1,0 +1,67 @@
+"""What the command groups share: the user-facing error, the schema check, parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from typing import Any, ParamSpec, TypeVar
+
+from taskexec.config import Settings
+from taskexec.db import engine as db_engine
+from taskexec.db import migrate
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A CLI failure with a message for the user (exit status 1)."""
+
+
+def ensure_schema(settings: Settings) -> None:
+    """Embedded default: migrate to head. Elsewhere: refuse an outdated schema."""
+    with migrate.sync_engine(settings) as engine:
+        if settings.is_embedded:
+            migrate.upgrade(engine)
+        elif not migrate.is_current(engine):
+            current = migrate.current_revision(engine) or "empty"
+            raise CommandError(
+                f"The database schema is at revision {current}, not {migrate.heads()[0]}. "
+                "Run `taskexec db upgrade` first."
+            )
+
+
+def write(settings: Settings, fn: db_engine.Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run one service in its own write transaction, for a command: the CLI's way
+    through ``Database`` to the services."""
+
+    async def go() -> T:
+        async with db_engine.open_database(settings) as db:
+            return await db.write(fn, *args, **kwargs)
+
+    return asyncio.run(go())
+
+
+def parse_conf(raw: str | None) -> dict[str, Any] | None:
+    """``--conf``: a JSON object, or None when not given."""
+    if not raw:
+        return None
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"--conf is not valid JSON: {exc}") from exc
+    if not isinstance(conf, dict):
+        raise CommandError("--conf must be a JSON object")
+    return conf
+
+
+def parse_date(raw: str | None) -> dt.datetime | None:
+    """``--logical-date``: an ISO date or datetime (UTC when no offset is given)."""
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise CommandError(f"--logical-date is not an ISO date: {exc}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
