@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from taskexec.config import Settings
 from taskexec.race import proxy
+from taskexec.sdk import BashTask, Dag, PythonTask, TaskFailedError
 from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError
-from taskexec.sdk.dag import BashTask, Dag, PythonTask, TaskFailedError
 from taskexec.sdk.runner import RunnerConfig, run_task_instance
 from taskexec.server.app import create_app
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskexec.sdk import rendering
-from taskexec.sdk.dag import BaseTask, BashTask, Dag, PythonTask
+from taskexec.sdk import BaseTask, BashTask, Dag, PythonTask, rendering
 from taskexec.sdk.serialization import TRUNCATION_PREFIX
 from taskexec.wire.masking import SecretsMasker
 

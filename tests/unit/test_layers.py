@@ -21,7 +21,7 @@ import httpx
 
 import taskexec.sdk
 from taskexec.sdk.client import RetryPolicy
-from taskexec.sdk.dag import BashTask, Dag
+from taskexec.sdk import BashTask, Dag
 from taskexec.sdk.runner import RunnerConfig, run_task_instance
 
 RUN_CONTEXT = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from taskexec.sdk.dag import BaseTask, BashTask, Dag, PythonTask, TaskFailedError, mask_secret
+from taskexec.sdk.dag import BaseTask, Dag, TaskFailedError, chain, mask_secret
+from taskexec.sdk.operators import BashTask, PythonTask
 
-__all__ = ["BaseTask", "BashTask", "Dag", "PythonTask", "TaskFailedError", "mask_secret"]
+__all__ = ["BaseTask", "BashTask", "Dag", "PythonTask", "TaskFailedError", "chain", "mask_secret"]

@@ -1,25 +1,34 @@
-"""Authoring: ``Dag``, ``BaseTask`` and the built-in ``BashTask`` and ``PythonTask``.
+"""Authoring: ``Dag``, ``BaseTask``, dependencies (``a >> b``, ``chain``) and loading the
+dags folder.
 
-Dag files are Python modules in the dags folder; ``load_dags`` imports them and
-collects every ``Dag`` they define.
+Dag files are Python modules in the dags folder; ``load_dag_files`` imports them and
+collects every ``Dag`` they define, refusing a dag whose dependencies form a cycle.
+The built-in tasks (``BashTask``, ``PythonTask``) are in ``sdk.operators``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import importlib.util
-import inspect
+import itertools
 import logging
-import os
-import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
+
+from taskexec.wire import schemas
 
 log = logging.getLogger(__name__)
 
 RENDERERS = frozenset({"bash", "sql", "json", "yaml", "py", "text"})
+TRIGGER_RULES = schemas.TRIGGER_RULES
+
+# Airflow's defaults.
+DEFAULT_RETRY_DELAY = dt.timedelta(seconds=300)
+DEFAULT_MAX_ACTIVE_TASKS = 16
+DEFAULT_MAX_ACTIVE_RUNS = 16
 
 _current_dag: contextvars.ContextVar[Dag | None] = contextvars.ContextVar(
     "current_dag", default=None
@@ -28,17 +37,41 @@ _current_dag: contextvars.ContextVar[Dag | None] = contextvars.ContextVar(
 # without `as name` is found too.
 _created: list[Dag] = []
 
+Duration = float | dt.timedelta
+T = TypeVar("T", bound="BaseTask | Sequence[BaseTask]")
+
+
+def _seconds(value: Duration | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+
 
 class TaskFailedError(Exception):
     """Raised by a task to fail its try with a message."""
 
 
+class DagCycleError(ValueError):
+    """The dependencies of a dag form a cycle."""
+
+
 class Dag:
     """A named collection of tasks. Use as a context manager to add tasks to it."""
 
-    def __init__(self, dag_id: str, *, params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        dag_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        dagrun_timeout: Duration | None = None,
+        max_active_tasks: int = DEFAULT_MAX_ACTIVE_TASKS,
+        max_active_runs: int = DEFAULT_MAX_ACTIVE_RUNS,
+    ) -> None:
         self.dag_id = dag_id
         self.params: dict[str, Any] = dict(params or {})
+        self.dagrun_timeout = dagrun_timeout
+        self.max_active_tasks = max_active_tasks
+        self.max_active_runs = max_active_runs
         self.tasks: dict[str, BaseTask] = {}
         self._token: contextvars.Token[Dag | None] | None = None
         _created.append(self)
@@ -68,6 +101,40 @@ class Dag:
                 keys.extend((task.task_id, i, task.retries) for i in range(len(task.expand_items)))
         return keys
 
+    def check_acyclic(self) -> None:
+        """Raise ``DagCycleError`` naming the tasks of a cycle, if there is one."""
+        # Depth-first and iterative; a task met again on the current path closes a cycle.
+        done: set[str] = set()
+        for start in sorted(self.tasks):
+            if start in done:
+                continue
+            path, on_path = [start], {start}
+            stack = [iter(sorted(self.tasks[start].downstream_task_ids))]
+            while stack:
+                child = next(stack[-1], None)
+                if child is None:
+                    stack.pop()
+                    finished = path.pop()
+                    on_path.discard(finished)
+                    done.add(finished)
+                elif child in on_path:
+                    cycle = " >> ".join([*path[path.index(child) :], child])
+                    raise DagCycleError(f"dag {self.dag_id!r} has a cycle: {cycle}")
+                elif child not in done:
+                    path.append(child)
+                    on_path.add(child)
+                    stack.append(iter(sorted(self.tasks[child].downstream_task_ids)))
+
+    def spec(self) -> schemas.DagSpec:
+        """What the scheduler needs to run this dag: each task's upstreams, trigger
+        rule, retry policy and timeout, and the run's limits."""
+        return schemas.DagSpec(
+            tasks={task_id: task.spec() for task_id, task in self.tasks.items()},
+            dagrun_timeout=_seconds(self.dagrun_timeout),
+            max_active_tasks=self.max_active_tasks,
+            max_active_runs=self.max_active_runs,
+        )
+
 
 class BaseTask:
     """A unit of work. Subclasses name their ``template_fields`` and implement ``execute``."""
@@ -81,11 +148,26 @@ class BaseTask:
         task_id: str,
         *,
         retries: int = 0,
+        retry_delay: Duration = DEFAULT_RETRY_DELAY,
+        retry_exponential_backoff: bool | float = False,
+        max_retry_delay: Duration | None = None,
+        execution_timeout: Duration | None = None,
+        trigger_rule: str = "all_success",
         renderers: Mapping[str, str] | None = None,
         dag: Dag | None = None,
     ) -> None:
+        if trigger_rule not in TRIGGER_RULES:
+            known = ", ".join(sorted(TRIGGER_RULES))
+            raise ValueError(f"{task_id}: unknown trigger rule {trigger_rule!r} (use {known})")
         self.task_id = task_id
         self.retries = retries
+        self.retry_delay = retry_delay
+        self.retry_exponential_backoff = retry_exponential_backoff
+        self.max_retry_delay = max_retry_delay
+        self.execution_timeout = execution_timeout
+        self.trigger_rule = trigger_rule
+        self.upstream_task_ids: set[str] = set()
+        self.downstream_task_ids: set[str] = set()
         self.expand_items: list[Any] | None = None
         # Per-task overrides of the class's renderers, e.g. {"templates_dict": "sql"}.
         self.renderers = {**self.template_fields_renderers, **(renderers or {})}
@@ -104,81 +186,81 @@ class BaseTask:
         self.expand_items = list(items)
         return self
 
+    def set_downstream(self, other: BaseTask | Sequence[BaseTask]) -> None:
+        """Make ``other`` (a task or a list of tasks) run after this one."""
+        for task in _tasks(other):
+            if task.dag is not self.dag:
+                raise ValueError(f"{task.task_id!r} is in another dag than {self.task_id!r}")
+            self.downstream_task_ids.add(task.task_id)
+            task.upstream_task_ids.add(self.task_id)
+
+    def set_upstream(self, other: BaseTask | Sequence[BaseTask]) -> None:
+        """Make this task run after ``other`` (a task or a list of tasks)."""
+        for task in _tasks(other):
+            task.set_downstream(self)
+
+    def __rshift__(self, other: T) -> T:
+        """``self >> other``: other runs after self; returns other, so chains read left
+        to right."""
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other: T) -> T:
+        """``self << other``: self runs after other; returns other."""
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: Sequence[BaseTask]) -> BaseTask:
+        """``[a, b] >> self``."""
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: Sequence[BaseTask]) -> BaseTask:
+        """``[a, b] << self``."""
+        self.set_downstream(other)
+        return self
+
+    def spec(self) -> schemas.TaskSpec:
+        """This task's part of ``Dag.spec``."""
+        backoff = self.retry_exponential_backoff
+        return schemas.TaskSpec(
+            upstream=sorted(self.upstream_task_ids),
+            trigger_rule=self.trigger_rule,  # checked in __init__
+            retries=self.retries,
+            retry_delay=_seconds(self.retry_delay) or 0.0,
+            # Airflow's True doubles the delay each try; a number is the factor itself.
+            retry_exponential_backoff=2.0 if backoff is True else max(1.0, float(backoff)),
+            max_retry_delay=_seconds(self.max_retry_delay),
+            execution_timeout=_seconds(self.execution_timeout),
+            map_count=None if self.expand_items is None else len(self.expand_items),
+        )
+
     def execute(self, context: dict[str, Any], output: IO[str]) -> Any:
         """Do the work; raise to fail. ``output`` is this try's log file."""
         raise NotImplementedError
 
 
-class BashTask(BaseTask):
-    """Runs a templated bash command; a non-zero exit status fails the try."""
-
-    template_fields: ClassVar[Sequence[str]] = ("bash_command", "env")
-    template_fields_renderers: ClassVar[Mapping[str, str]] = {"bash_command": "bash", "env": "json"}
-
-    def __init__(
-        self,
-        task_id: str,
-        *,
-        bash_command: str,
-        env: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(task_id, **kwargs)
-        self.bash_command = bash_command
-        self.env = dict(env) if env is not None else None
-
-    def execute(self, context: dict[str, Any], output: IO[str]) -> int:
-        """Run the command with ``env`` added to the worker's environment."""
-        output.flush()
-        env = {**os.environ, **(self.env or {})}
-        proc = subprocess.run(
-            ["bash", "-c", self.bash_command],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise TaskFailedError(f"bash command exited with status {proc.returncode}")
-        return proc.returncode
+def _tasks(other: BaseTask | Sequence[BaseTask]) -> list[BaseTask]:
+    return [other] if isinstance(other, BaseTask) else list(other)
 
 
-class PythonTask(BaseTask):
-    """Calls ``python_callable(*op_args, **op_kwargs)``. The callable also gets
-    ``context=`` and ``templates_dict=`` when its signature names them."""
-
-    template_fields: ClassVar[Sequence[str]] = ("op_args", "op_kwargs", "templates_dict")
-    template_fields_renderers: ClassVar[Mapping[str, str]] = {
-        "op_args": "json",
-        "op_kwargs": "json",
-        "templates_dict": "json",
-    }
-
-    def __init__(
-        self,
-        task_id: str,
-        *,
-        python_callable: Callable[..., Any],
-        op_args: Sequence[Any] | None = None,
-        op_kwargs: Mapping[str, Any] | None = None,
-        templates_dict: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(task_id, **kwargs)
-        self.python_callable = python_callable
-        self.op_args = list(op_args or [])
-        self.op_kwargs = dict(op_kwargs or {})
-        self.templates_dict = dict(templates_dict) if templates_dict is not None else None
-
-    def execute(self, context: dict[str, Any], output: IO[str]) -> Any:
-        """Call the callable with the rendered arguments."""
-        params = inspect.signature(self.python_callable).parameters
-        extra: dict[str, Any] = {}
-        if "context" in params:
-            extra["context"] = context
-        if "templates_dict" in params:
-            extra["templates_dict"] = self.templates_dict
-        return self.python_callable(*self.op_args, **self.op_kwargs, **extra)
+def chain(*steps: BaseTask | Sequence[BaseTask]) -> None:
+    """``chain(a, [b, c], d)``: each step runs after the one before it. Two lists side
+    by side must be the same length and are joined pairwise, as in Airflow."""
+    for before, after in itertools.pairwise(steps):
+        if isinstance(before, BaseTask) or isinstance(after, BaseTask):
+            if isinstance(before, BaseTask):
+                before.set_downstream(after)
+            else:
+                for task in before:
+                    task.set_downstream(after)
+            continue
+        if len(before) != len(after):
+            raise ValueError(
+                f"chain: lists of different lengths side by side ({len(before)} and {len(after)})"
+            )
+        for up, down in zip(before, after, strict=True):
+            up.set_downstream(down)
 
 
 # Every value registered with ``mask_secret`` in this process (dag files call it when
@@ -197,30 +279,53 @@ def registered_secrets() -> tuple[Any, ...]:
     return tuple(_secrets)
 
 
-def load_dags(folder: Path) -> dict[str, Dag]:
-    """Import every ``*.py`` in ``folder`` (not starting with ``_``) and collect its dags.
+def _import_dag_file(path: Path) -> list[Dag]:
+    name = f"taskexec_dags_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        return []
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    _created.clear()
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        found, _created[:] = list(_created), []
+    return found
 
-    A file that fails to import is logged and skipped; the other dags still load.
+
+def load_dag_files(folder: Path) -> tuple[dict[str, Dag], dict[str, str]]:
+    """Import every ``*.py`` in ``folder`` (not starting with ``_``); returns the dags
+    and, per file that could not be loaded, a one-line reason.
+
+    A file that fails to import, or defines a dag with a dependency cycle, is skipped;
+    the other dags still load.
     """
     dags: dict[str, Dag] = {}
+    problems: dict[str, str] = {}
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        name = f"taskexec_dags_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            continue
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        _created.clear()
         try:
-            spec.loader.exec_module(module)
-        except Exception:
-            log.exception("could not load dag file %s", path)
-            sys.modules.pop(name, None)
+            found = _import_dag_file(path)
+            for dag in found:
+                dag.check_acyclic()
+        except DagCycleError as exc:
+            log.error("dag file %s refused: %s", path, exc)
+            problems[path.name] = str(exc)
             continue
-        finally:
-            found, _created[:] = list(_created), []
+        except Exception as exc:
+            log.exception("could not load dag file %s", path)
+            problems[path.name] = f"{type(exc).__name__}: {exc}"
+            continue
         for dag in found:
             dags[dag.dag_id] = dag
-    return dags
+    return dags, problems
+
+
+def load_dags(folder: Path) -> dict[str, Dag]:
+    """The dags of ``folder`` (see ``load_dag_files``; files that fail are logged)."""
+    return load_dag_files(folder)[0]

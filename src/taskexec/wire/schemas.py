@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -136,3 +136,52 @@ class ErrorResponse(BaseModel):
     """Every error response: ``{"detail": {"reason": ..., "message": ...}}``."""
 
     detail: ErrorDetail
+
+
+# --- What a dag run needs scheduled, sent with the run when it is triggered. ---
+
+# Airflow's trigger rules: when a task instance may run, given its upstreams' states.
+TriggerRule = Literal[
+    "all_success",
+    "all_failed",
+    "all_done",
+    "all_skipped",
+    "one_success",
+    "one_failed",
+    "one_done",
+    "none_failed",
+    "none_failed_min_one_success",
+    "none_skipped",
+    "always",
+]
+TRIGGER_RULES: frozenset[str] = frozenset(get_args(TriggerRule))
+
+
+class TaskSpec(BaseModel):
+    """How one task of a dag is scheduled. Durations are in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upstream: list[str] = []
+    trigger_rule: TriggerRule = "all_success"
+    retries: int = Field(default=0, ge=0)
+    retry_delay: float = Field(default=300.0, ge=0)
+    # The factor each retry's delay grows by (Airflow's retry_exponential_backoff; True
+    # is 2); 1 keeps the delay constant.
+    retry_exponential_backoff: float = Field(default=1.0, ge=1.0)
+    max_retry_delay: float | None = Field(default=None, ge=0)
+    execution_timeout: float | None = Field(default=None, gt=0)
+    # Mapped over this many items (map indexes 0..n-1); None: not mapped.
+    map_count: int | None = Field(default=None, ge=0)
+
+
+class DagSpec(BaseModel):
+    """How the task instances of one run are scheduled: the dag's tasks, their
+    dependencies and policies, and the run's limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: dict[str, TaskSpec]
+    dagrun_timeout: float | None = Field(default=None, gt=0)
+    max_active_tasks: int = Field(default=16, ge=1)
+    max_active_runs: int = Field(default=16, ge=1)
