@@ -76,3 +76,54 @@ def test_serve_refuses_an_old_schema_off_sqlite(settings: Settings, sync_engine:
         return
     with pytest.raises(common.CommandError, match="taskexec db upgrade"):
         common.ensure_schema(settings)
+
+
+def _counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            table.name: conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0
+            for table in (
+                models.dag_run,
+                models.task_instance,
+                models.task_instance_history,
+                models.rendered_task_instance_fields,
+            )
+        }
+
+
+def test_the_scheduler_migration_keeps_every_row(
+    settings: Settings, sync_engine: sa.Engine
+) -> None:
+    """0003 copies task_instance on SQLite (batch mode): the rendered fields and the
+    history that refer to it must survive, both ways."""
+    run = seed(settings, tasks=3, max_tries=1)
+    for ti in run.task_instances:
+        store_fields(settings, ti.id, {"cmd": ti.task_id})
+    ti = models.task_instance
+    with sync_engine.begin() as conn:
+        conn.execute(
+            sa.insert(models.task_instance_history).from_select(
+                [c.name for c in models.task_instance_history.columns],
+                sa.select(*ti.columns).where(ti.c.task_id == "task_0"),
+            )
+        )
+    before = _counts(sync_engine)
+    assert before == {
+        "dag_run": 1,
+        "task_instance": 3,
+        "task_instance_history": 1,
+        "rendered_task_instance_fields": 3,
+    }
+    migrate.downgrade(sync_engine, "0002")
+    migrate.upgrade(sync_engine)
+    assert _counts(sync_engine) == before
+    assert migrate.diff(sync_engine) == []
+    # A task instance may now have no status yet; going down turns it back to queued.
+    with sync_engine.begin() as conn:
+        conn.execute(sa.update(ti).where(ti.c.task_id == "task_1").values(state=None))
+    migrate.downgrade(sync_engine, "0002")
+    with sync_engine.connect() as conn:
+        states = conn.execute(sa.text("SELECT task_id, state FROM task_instance")).all()
+    assert sorted(states) == [("task_0", "queued"), ("task_1", "queued"), ("task_2", "queued")]
+    migrate.upgrade(sync_engine)
+    assert _counts(sync_engine) == before

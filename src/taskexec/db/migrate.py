@@ -45,15 +45,36 @@ def heads() -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
+@contextlib.contextmanager
+def _migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection in a transaction for a migration. On SQLite, foreign keys are off
+    meanwhile: batch migrations copy a table and drop the old one, and with foreign keys
+    on, the drop would cascade into every row that refers to it. They are checked once
+    the migration is done, before it commits."""
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        # The pragma is ignored inside a transaction: set it before one begins.
+        if sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("the migration left rows whose foreign keys do not match")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     """Bring the schema up to ``revision``."""
-    with engine.begin() as conn:
+    with _migrating(engine) as conn:
         command.upgrade(alembic_config(conn), revision)
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
     """Take the schema down to ``revision`` (``base`` drops everything)."""
-    with engine.begin() as conn:
+    with _migrating(engine) as conn:
         command.downgrade(alembic_config(conn), revision)
 
 

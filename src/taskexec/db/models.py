@@ -51,10 +51,19 @@ class DagRun(Base):
     state: Mapped[str] = mapped_column(sa.String(20))
     conf: Mapped[dict[str, Any]] = mapped_column(types.JsonType)
     created_at: Mapped[dt.datetime] = mapped_column(types.UtcDateTime())
+    start_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    end_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    # How the scheduler runs this run (wire.schemas.DagSpec), from the dag file when it
+    # was triggered. NULL for a bare run (``taskexec runs create``): its tries are
+    # queued for external workers at once, with no dependencies.
+    spec: Mapped[dict[str, Any] | None] = mapped_column(types.JsonType)
+    # How often the run was cleared (Airflow's clear_number).
+    clear_number: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
 
     __table_args__ = (
         sa.UniqueConstraint("dag_id", "run_id", name="uq_dag_run_dag_id_run_id"),
         sa.Index("ix_dag_run_dag_id_run_after", "dag_id", "run_after"),
+        sa.Index("ix_dag_run_state", "state"),
         MYSQL_OPTS,
     )
 
@@ -69,12 +78,18 @@ class _TryColumns:
     map_index: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("-1"))
     try_number: Mapped[int] = mapped_column(sa.Integer)
     max_tries: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
-    state: Mapped[str] = mapped_column(sa.String(20))
+    # NULL is Airflow's "no status": not yet scheduled.
+    state: Mapped[str | None] = mapped_column(sa.String(20))
     hostname: Mapped[str | None] = mapped_column(sa.String(1000))
     pid: Mapped[int | None] = mapped_column(sa.Integer)
     start_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
     end_date: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
     last_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    # When, and by which scheduler, the try was handed to an executor.
+    queued_at: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
+    queued_by: Mapped[str | None] = mapped_column(sa.String(200))
+    # up_for_retry: when the scheduler may run this try.
+    next_retry_at: Mapped[dt.datetime | None] = mapped_column(types.UtcDateTime())
 
 
 class TaskInstance(_TryColumns, Base):
@@ -91,6 +106,7 @@ class TaskInstance(_TryColumns, Base):
             ondelete="CASCADE",
         ),
         sa.Index("ix_task_instance_state", "state"),
+        sa.Index("ix_task_instance_dag_id_run_id", "dag_id", "run_id"),
         MYSQL_OPTS,
     )
 
@@ -142,11 +158,27 @@ class RenderedTaskInstanceFields(Base):
     )
 
 
+class SchedulerLease(Base):
+    """Which scheduler is the active one. The holder renews the lease every loop; when
+    it stops renewing (it died), another takes the lease once it has expired."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(200))
+    executor: Mapped[str] = mapped_column(sa.String(20))
+    acquired_at: Mapped[dt.datetime] = mapped_column(types.UtcDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(types.UtcDateTime())
+
+    __table_args__ = (MYSQL_OPTS,)
+
+
 # The Core tables, for the services' statements (no ORM object loading on hot paths).
 dag_run = cast(sa.Table, DagRun.__table__)
 task_instance = cast(sa.Table, TaskInstance.__table__)
 task_instance_history = cast(sa.Table, TaskInstanceHistory.__table__)
 rendered_task_instance_fields = cast(sa.Table, RenderedTaskInstanceFields.__table__)
+scheduler_lease = cast(sa.Table, SchedulerLease.__table__)
 
 
 def key_columns(table: sa.Table) -> tuple[sa.Column[Any], ...]:
