@@ -115,6 +115,9 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         jwt_secret=TEST_SECRET,  # type: ignore[arg-type]
         db_pool_size=40,
         db_max_overflow=10,
+        # The tests that want a scheduler start their own (helpers.scheduler): the others
+        # keep the states they set.
+        scheduler_in_server=False,
     )
 
 

@@ -47,13 +47,16 @@ def seed_run(
 
 
 def seed_dag_run(settings: Settings, dag: Dag) -> schemas.NewDagRun:
-    """Create a run of ``dag`` with its task instances queued, as ``taskexec trigger``
-    does: through the transaction owner and the one service that creates runs."""
+    """Create a run of ``dag`` as ``taskexec trigger`` does (with the dag's spec, for the
+    scheduler): through the transaction owner and the one service that creates runs."""
 
     async def go() -> schemas.NewDagRun:
         async with db_engine.open_database(settings) as db:
             return await db.write(
-                dag_runs.create_dag_run, dag_id=dag.dag_id, tasks=dag.task_instance_keys()
+                dag_runs.create_dag_run,
+                dag_id=dag.dag_id,
+                tasks=dag.task_instance_keys(),
+                spec=dag.spec(),
             )
 
     return asyncio.run(go())
@@ -158,3 +161,24 @@ def check_race(
         assert stored["bash_command"] in accepted
         # The row is one writer's whole value, never a mix of two.
         assert stored["bash_command"].startswith(f"writer-{stored['writer']}-")
+
+
+def run_with_scheduler(
+    settings: Settings, run: schemas.NewDagRun, *, max_seconds: float = 120
+) -> schemas.DagRunSummary:
+    """Run a scheduler (with the executor ``settings`` name) in this process until
+    ``run`` ends; returns the run as it ended."""
+    from taskexec.cli import run as run_command
+    from taskexec.scheduler import loop
+
+    async def go() -> schemas.DagRunSummary:
+        async with db_engine.open_database(settings) as db:
+            scheduler = loop.Scheduler(db, settings)
+            scheduler.start()
+            try:
+                follow = run_command.follow(settings, run, lambda _now: None)
+                return await asyncio.wait_for(follow, max_seconds)
+            finally:
+                await scheduler.aclose()
+
+    return asyncio.run(go())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, SecretStr
@@ -59,6 +60,24 @@ class Settings(BaseSettings):
     prune_interval_seconds: float = Field(default=10.0, ge=0)
     prune_batch_size: int = Field(default=500, ge=1, le=10_000)
 
+    # --- scheduler -----------------------------------------------------------------
+    # ``taskexec serve`` runs a scheduler beside the API (``taskexec scheduler`` runs one
+    # alone); across all of them exactly one is active, by a lease in the database.
+    scheduler_in_server: bool = True
+    # Longest time between two scheduler iterations (it also wakes when a try ends);
+    # the lease lasts 1.5 intervals, so another scheduler takes over within two.
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+    # Airflow's task_instance_heartbeat_timeout: a running try whose worker has not
+    # heartbeated for this long is failed (and retried if it has tries left).
+    task_heartbeat_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Airflow's task_queued_timeout: a try handed to an executor that no worker started
+    # in this long is handed out again.
+    task_queued_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Where the active scheduler runs tries: local worker processes, or Celery.
+    executor: Literal["local", "celery"] = "local"
+    # Worker processes of the local executor; 0 means one per CPU.
+    local_workers: int = Field(default=0, ge=0)
+
     # --- read API and web page (/api/v1, /ui) -----------------------------------
     # A bearer token for the read side. Unset: only loopback clients may read, and the
     # server warns when it listens anywhere else.
@@ -110,6 +129,22 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         """True when running on the embedded default database (SQLite)."""
         return self.effective_database_url.startswith("sqlite")
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``TASKEXEC_*`` variables that give them back: for a process
+    started with another's settings (the local executor's workers)."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"TASKEXEC_{name.upper()}"] = str(value)
+    return env
 
 
 @functools.cache

@@ -3,12 +3,15 @@ API's bodies, shared with workers, are in ``taskexec.wire.schemas``."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field, JsonValue
+
+from taskexec.wire import schemas as wire_schemas
 
 
 class NewTaskInstance(BaseModel):
@@ -85,10 +88,16 @@ class DagRunSummary(BaseModel):
     logical_date: dt.datetime | None
     run_after: dt.datetime
     created_at: dt.datetime
+    start_date: dt.datetime | None = None
+    end_date: dt.datetime | None = None
+    task_instance_states: dict[str, int] = Field(
+        default_factory=dict,
+        description="how many task instances are in each state (no_status: not scheduled)",
+    )
 
 
 class TaskInstanceSummary(BaseModel):
-    """The current try of one task instance."""
+    """The current try of one task instance (``state`` null: no status yet)."""
 
     id: uuid.UUID
     dag_id: str
@@ -124,3 +133,57 @@ class RenderedFieldsView(BaseModel):
     updated_at: dt.datetime
     fields: list[RenderedField]
     map_indexes: list[int] = Field(description="every map index of this task in this run")
+
+
+class RunCancelled(BaseModel):
+    """What ``runs cancel`` did."""
+
+    dag_id: str
+    run_id: str
+    changed: bool = Field(description="false when the run had already failed")
+    tries_failed: int = Field(description="running tries ended as failed")
+    tries_skipped: int = Field(description="tries that had not started, now skipped")
+
+
+class TaskInstancesCleared(BaseModel):
+    """What ``tasks clear`` did."""
+
+    dag_id: str
+    run_id: str
+    cleared: int
+    task_instance_ids: list[uuid.UUID] = Field(description="the new tries' ids")
+
+
+# --- What the scheduler reads: plain records (thousands per iteration). ---
+
+
+@dataclasses.dataclass
+class ActiveRun:
+    """A queued or running dag run, as the scheduler sees it."""
+
+    pk: int
+    dag_id: str
+    run_id: str
+    state: str
+    run_after: dt.datetime
+    start_date: dt.datetime | None
+    spec: wire_schemas.DagSpec | None
+
+
+@dataclasses.dataclass
+class TryRow:
+    """The current try of a task instance of a running run."""
+
+    id: uuid.UUID
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str | None
+    try_number: int
+    max_tries: int
+    start_date: dt.datetime | None
+    last_heartbeat_at: dt.datetime | None
+    queued_at: dt.datetime | None
+    queued_by: str | None
+    next_retry_at: dt.datetime | None

@@ -3,24 +3,24 @@ a ``taskexec celery-worker`` subprocess runs the tries; the executor enqueues th
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from taskexec import schemas
 from taskexec.config import Settings
-from taskexec.executors import base, celery
 from taskexec.race import proxy
 from taskexec.sdk.dag import load_dags
 
 from conftest import TEST_SECRET, LiveServer
-from helpers import only, report, rtif_rows, seed_dag_run
+from helpers import only, report, rtif_rows, run_with_scheduler, seed_dag_run
 
 ITEMS = 24
 
@@ -34,7 +34,9 @@ def work(n, context):
 
 
 with Dag("celery_e2e") as dag:
-    PythonTask("work", python_callable=work, op_args=["{{{{ item }}}}"], retries=1).expand(
+    PythonTask(
+        "work", python_callable=work, op_args=["{{{{ item }}}}"], retries=1, retry_delay=0
+    ).expand(
         range({ITEMS})
     )
 """
@@ -54,9 +56,10 @@ def _reachable(port: int) -> bool:
 
 
 def _run_with_a_worker(
-    settings: Settings, env: dict[str, str], run_id: str, log: Path
-) -> base.RunReport:
-    """Execute the run on a ``taskexec celery-worker`` subprocess started with ``env``."""
+    settings: Settings, env: dict[str, str], run: schemas.NewDagRun, log: Path
+) -> schemas.DagRunSummary:
+    """A scheduler with the Celery executor in this process, and a ``taskexec
+    celery-worker`` subprocess started with ``env``, until the run ends."""
     with log.open("w") as worker_log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "taskexec", "celery-worker", "--concurrency", "2"],
@@ -65,7 +68,7 @@ def _run_with_a_worker(
             stderr=worker_log,
         )
     try:
-        return asyncio.run(celery.run_celery(settings, "celery_e2e", run_id, max_seconds=180))
+        return run_with_scheduler(settings, run, max_seconds=180)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -99,6 +102,8 @@ def test_celery_executor(
                 "dags_folder": dags_folder,
                 "celery_broker_url": url,
                 "celery_queue": queue,
+                "executor": "celery",
+                "scheduler_interval_seconds": 0.2,
             }
         )
         env = {
@@ -110,13 +115,16 @@ def test_celery_executor(
             "TASKEXEC_JWT_SECRET": TEST_SECRET,
             "TASKEXEC_DATA_DIR": str(tmp_path / "worker"),
         }
-        result = _run_with_a_worker(worker_settings, env, run.run_id, tmp_path / "worker.log")
+        started = time.perf_counter()
+        final = _run_with_a_worker(worker_settings, env, run, tmp_path / "worker.log")
     report(
-        f"[celery/{broker}] {sum(result.counts.values())} task instances {dict(result.counts)}, "
-        f"RTIF writes {writes.sent}, non-2xx {writes.non_2xx}, "
-        f"{result.seconds:.1f}s"
+        f"[celery/{broker}] scheduler + Celery: {ITEMS} task instances "
+        f"{final.task_instance_states}, run {final.state}, RTIF writes {writes.sent}, "
+        f"non-2xx {writes.non_2xx}, {time.perf_counter() - started:.1f}s"
     )
-    assert dict(result.counts) == {"success": ITEMS}, (tmp_path / "worker.log").read_text()[-3000:]
+    log = (tmp_path / "worker.log").read_text()[-3000:]
+    assert final.task_instance_states == {"success": ITEMS}, log
+    assert final.state == "success"
     assert writes.non_2xx == 0
     assert writes.sent == ITEMS + 1  # item 3 wrote on both tries
     stored = {r["map_index"]: r for r in rtif_rows(sync_engine)}

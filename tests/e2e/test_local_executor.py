@@ -3,7 +3,7 @@ worker processes, a live API server; every try succeeds and every RTIF row is ri
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import signal
 import textwrap
@@ -16,12 +16,11 @@ import sqlalchemy as sa
 
 from taskexec.config import Settings
 from taskexec.db import models
-from taskexec.executors import local
 from taskexec.race import proxy
 from taskexec.sdk.dag import load_dags
 
 from conftest import LiveServer
-from helpers import only, report, rtif_rows, seed_dag_run
+from helpers import only, report, rtif_rows, run_with_scheduler, seed_dag_run
 
 SECRET = "hunter2-very-secret"
 ITEMS = 200
@@ -53,7 +52,7 @@ with Dag("e2e_mapped", params={{"label": "L"}}) as dag:
         bash_command="echo postgresql://u:{SECRET}@db/x >/dev/null; echo {{{{ run_id }}}}",
         env={{"API_TOKEN": "{SECRET}", "PLAIN": "value {SECRET} inside"}},
     )
-    PythonTask("flaky", python_callable=flaky, retries=1)
+    PythonTask("flaky", python_callable=flaky, retries=1, retry_delay=0)
 '''
 
 
@@ -71,18 +70,20 @@ def test_local_executor_runs_a_mapped_dag(
     assert len(run.task_instances) == ITEMS + 2
 
     # Every rendered-fields PUT goes through the race's proxy, which sends it twice.
+    started = time.perf_counter()
     with proxy.recording_proxy(live_server.base_url, duplicate=True) as (url, writes):
-        worker_settings = settings.model_copy(update={"api_url": url, "dags_folder": dags_folder})
-        result = asyncio.run(local.run_local(worker_settings, "e2e_mapped", run.run_id, workers=8))
+        scheduling = _local(settings, url, dags_folder, workers=8)
+        final = run_with_scheduler(scheduling, run)
     report(
-        f"[{backend}] local executor, 8 processes: {sum(result.counts.values())} task instances "
-        f"{dict(result.counts)}, RTIF writes {writes.sent} "
+        f"[{backend}] scheduler + local executor, 8 processes: {len(run.task_instances)} task "
+        f"instances {final.task_instance_states}, run {final.state}, RTIF writes {writes.sent} "
         f"(duplicates in flight {writes.duplicates}), non-2xx {writes.non_2xx} "
         f"{dict(writes.statuses)}, retried {writes.retries}, "
         f"p50 {writes.percentile(50) * 1000:.1f} ms, p99 {writes.percentile(99) * 1000:.1f} ms, "
-        f"{result.seconds:.1f}s"
+        f"{time.perf_counter() - started:.1f}s"
     )
-    assert dict(result.counts) == {"success": ITEMS + 2}
+    assert final.task_instance_states == {"success": ITEMS + 2}
+    assert final.state == "success"
     assert writes.non_2xx == 0
     assert writes.sent == 2 * (ITEMS + 3)  # every PUT twice; flaky wrote on both tries
 
@@ -125,8 +126,9 @@ def test_unreachable_api_fails_the_tries_instead_of_hanging(
         }
     )
     run = seed_dag_run(nowhere, load_dags(dags_folder)["tiny"])
-    result = asyncio.run(local.run_local(nowhere, "tiny", run.run_id, workers=1))
-    assert dict(result.counts) == {"failed": 2}
+    final = run_with_scheduler(_local(nowhere, nowhere.api_url, dags_folder, workers=1), run)
+    assert final.task_instance_states == {"failed": 2}
+    assert final.state == "failed"
 
 
 SLOW_DAG = """
@@ -146,18 +148,34 @@ def quick():
 
 
 with Dag("slow"):
-    PythonTask("a_slow", python_callable=slow, retries=1)
+    PythonTask("a_slow", python_callable=slow, retries=1, retry_delay=0)
     for n in range(4):
         PythonTask(f"b_{n}", python_callable=quick)
 """
 
 
 def _worker_processes() -> list[int]:
-    """The pids of this process's children that are multiprocessing workers."""
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    return [
-        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    """The pids of this process's children that are local executor workers."""
+    # Each thread's children are listed under it (the executor starts from a thread).
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            children += (task / "children").read_text().split()
+    worker = b"taskexec.executors.worker"
+    return [int(pid) for pid in children if worker in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def _local(settings: Settings, api_url: str, dags_folder: Path, *, workers: int) -> Settings:
+    """Settings for a scheduler with ``workers`` local processes, quick to react."""
+    return settings.model_copy(
+        update={
+            "api_url": api_url,
+            "dags_folder": dags_folder,
+            "executor": "local",
+            "local_workers": workers,
+            "scheduler_interval_seconds": 0.2,
+        }
+    )
 
 
 def _kill_when_slow_runs(engine: sa.Engine, *, the_busy_one: bool) -> threading.Thread:
@@ -198,17 +216,14 @@ def test_a_worker_process_killed_mid_run_does_not_stop_the_run(
     dags_folder.mkdir()
     (dags_folder / "slow.py").write_text(SLOW_DAG)
     run = seed_dag_run(settings, load_dags(dags_folder)["slow"])
-    worker_settings = settings.model_copy(
-        update={"api_url": live_server.base_url, "dags_folder": dags_folder}
-    )
     killer = _kill_when_slow_runs(sync_engine, the_busy_one=the_busy_one)
-    result = asyncio.run(local.run_local(worker_settings, "slow", run.run_id, workers=2))
+    final = run_with_scheduler(_local(settings, live_server.base_url, dags_folder, workers=2), run)
     killer.join(timeout=5)
     states = {r["task_id"]: (r["state"], r["try_number"]) for r in _ti_rows(sync_engine)}
     expected = {"a_slow": ("failed", 1) if the_busy_one else ("success", 2)}
     expected.update({f"b_{n}": ("success", 1) for n in range(4)})
     assert states == expected
-    assert not result.counts["queued"] and not result.counts["running"]
+    assert final.state == ("failed" if the_busy_one else "success")
 
 
 def _ti_rows(engine: sa.Engine) -> list[dict[str, object]]:

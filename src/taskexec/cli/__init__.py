@@ -1,8 +1,9 @@
 """The ``taskexec`` command.
 
 One module per command group, each with its arguments beside its commands: ``db``,
-``serve``, ``runs`` (runs create, trigger, run, logs), ``workers`` (celery-worker),
-``tools`` (race, bench) and ``demo``. Commands are plain functions of the parsed
+``serve`` (serve, scheduler, standalone), ``runs`` (runs create | list | cancel,
+trigger, tasks clear, logs), ``run``, ``workers`` (celery-worker), ``tools`` (race,
+bench) and ``demo``. Commands are plain functions of the parsed
 arguments and the settings; their database work goes through ``Database`` → services
 like every other entry point.
 """
@@ -23,11 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: the local executor's worker processes are spawned
     # from this command's script, which imports this package, and a worker must not
     # load the server side (SQLAlchemy, FastAPI) that the commands use.
-    from taskexec.cli import db, demo, runs, serve, tools, workers
+    from taskexec.cli import db, demo, run, runs, serve, tools, workers
 
     parser = argparse.ArgumentParser(prog="taskexec", description="The ``taskexec`` command.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (db, serve, runs, workers, tools, demo):
+    for group in (db, serve, runs, run, workers, tools, demo):
         group.register(sub)
     return parser
 

@@ -43,6 +43,16 @@ def write(settings: Settings, fn: db_engine.Work[P, T], /, *args: P.args, **kwar
     return asyncio.run(go())
 
 
+def read(settings: Settings, fn: db_engine.Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run one service in its own read-only transaction, for a command."""
+
+    async def go() -> T:
+        async with db_engine.open_database(settings) as db:
+            return await db.read(fn, *args, **kwargs)
+
+    return asyncio.run(go())
+
+
 def parse_conf(raw: str | None) -> dict[str, Any] | None:
     """``--conf``: a JSON object, or None when not given."""
     if not raw:

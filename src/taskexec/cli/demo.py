@@ -1,8 +1,9 @@
 """``taskexec demo``: the main job, with zero set-up, on the embedded SQLite database.
 
-It starts the API server in-process on a free port and runs the bundled example dag
-(a task mapped over 200 items, bash and python templates, a secret, a task that fails
-once) with the local executor. The workers reach the server through the race's
+It starts the API server in-process on a free port, triggers the bundled example dag
+(extract >> a task mapped over 200 items >> load and report, bash and python
+templates, a secret, a task that fails once and is retried) and runs a scheduler with
+the local executor in-process until the run ends. The workers reach the server through the race's
 recording proxy, which sends every rendered-fields PUT twice, the second while the
 first is in flight, as a client retrying after a timeout would: the race of Airflow
 #61705, provoked on purpose. The summary shows that no write failed.
@@ -11,36 +12,60 @@ first is in flight, as a client retrying after a timeout would: the race of Airf
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
 import urllib.parse
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
-from taskexec.cli import runs
+from taskexec import schemas
+from taskexec.cli import common, runs
+from taskexec.cli import run as run_command
 from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
-from taskexec.executors import base
+from taskexec.db import engine as db_engine
 from taskexec.race import proxy
+from taskexec.scheduler import loop
 from taskexec.server.app import create_app
 from taskexec.server.background import background_server
+from taskexec.services import scheduling
+from taskexec.wire.states import DagRunState
 
 DAG_ID = "example_rendered_fields"
 
 
-def summary_table(report: base.RunReport, writes: proxy.WriteLog) -> Table:
-    """States, RTIF writes, non-2xx answers and write latency in one table."""
+def summary_table(
+    final: schemas.DagRunSummary, api_state: str, writes: proxy.WriteLog, seconds: float
+) -> Table:
+    """The run's final state, states, RTIF writes, non-2xx answers and write latency."""
     table = Table(title="taskexec demo: summary", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    for state, count in sorted(report.counts.items()):
+    table.add_row("dag run state (read back from the read API)", api_state)
+    for state, count in sorted(final.task_instance_states.items()):
         table.add_row(f"task instances {state}", str(count))
     table.add_row("RTIF writes sent", str(writes.sent))
     table.add_row("  of which duplicates sent in flight", str(writes.duplicates))
     table.add_row("RTIF non-2xx answers (expected 0)", str(writes.non_2xx))
     table.add_row("RTIF write latency p50", f"{writes.percentile(50) * 1000:.1f} ms")
     table.add_row("RTIF write latency p99", f"{writes.percentile(99) * 1000:.1f} ms")
-    table.add_row("wall time", f"{report.seconds:.1f} s")
+    table.add_row("wall time", f"{seconds:.1f} s")
     return table
+
+
+async def _schedule_and_follow(
+    settings: Settings, created: schemas.NewDagRun, console: Console
+) -> schemas.DagRunSummary:
+    """A scheduler (with the local executor) in this process, until the run ends."""
+    async with db_engine.open_database(settings) as db:
+        scheduler = loop.Scheduler(db, settings)
+        scheduler.start()
+        try:
+            return await run_command.follow(settings, created, lambda _now: None)
+        finally:
+            await scheduler.aclose()
 
 
 def _where_to_look(console: Console, settings: Settings, run_id: str) -> None:
@@ -56,12 +81,19 @@ def _where_to_look(console: Console, settings: Settings, run_id: str) -> None:
 
 
 def run(settings: Settings, *, workers: int | None = None) -> bool:
-    """Run the demo; True when no task instance failed for good and no write failed."""
+    """Run the demo; True when the run succeeded and no write failed."""
     console = Console()
     ensure_schema(settings)
+    if (lease := common.read(settings, scheduling.current_lease)) is not None:
+        raise CommandError(
+            f"a scheduler is already active on this database ({lease.holder}); the demo "
+            "runs its own: stop the other first (`taskexec standalone --stop`)"
+        )
     console.print(f"database: {settings.effective_database_url}")
+    started = time.perf_counter()
+    server = settings.model_copy(update={"scheduler_in_server": False})
     with (
-        background_server(create_app(settings)) as base_url,
+        background_server(create_app(server)) as base_url,
         proxy.recording_proxy(base_url, duplicate=True) as (proxy_url, writes),
     ):
         console.print(f"API server: {base_url} (OpenAPI docs at {base_url}/docs)")
@@ -69,17 +101,23 @@ def run(settings: Settings, *, workers: int | None = None) -> bool:
         console.print(
             f"triggered {DAG_ID} run {created.run_id}: {len(created.task_instances)} task instances"
         )
-        worker_settings = settings.model_copy(update={"api_url": proxy_url})
-        report = runs.execute_run(worker_settings, created, workers=workers, console=console)
-    console.print(summary_table(report, writes))
+        # The scheduler's workers write through the proxy, which sends every PUT twice.
+        scheduling_settings = settings.model_copy(
+            update={"api_url": proxy_url, "executor": "local", "local_workers": workers or 0}
+        )
+        with console.status("the scheduler runs the dag: extract >> transform x200 >> ..."):
+            final = asyncio.run(_schedule_and_follow(scheduling_settings, created, console))
+        path = f"/api/v1/dags/{DAG_ID}/runs/{urllib.parse.quote(created.run_id, safe='')}"
+        api_state = str(httpx.get(base_url + path, timeout=10).json().get("state"))
+    console.print(summary_table(final, api_state, writes, time.perf_counter() - started))
     _where_to_look(console, settings, created.run_id)
-    return not report.counts.get("failed") and writes.non_2xx == 0
+    return final.state == DagRunState.SUCCESS and writes.non_2xx == 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     """Run the bundled example dag on the embedded database, end to end."""
     if not run(settings, workers=args.workers):
-        raise CommandError("some task instances failed for good")
+        raise CommandError("the run failed, or a write was refused")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

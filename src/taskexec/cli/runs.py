@@ -1,40 +1,33 @@
-"""``taskexec runs create``, ``trigger``, ``run`` and ``logs``: creating dag runs,
-executing them with an executor, and reading a try's log.
+"""``taskexec runs create | list | cancel``, ``trigger``, ``tasks clear`` and ``logs``.
 
 Every run is created by ``services.dag_runs.create_dag_run`` through the transaction
-owner; executing one is the executors' job (``taskexec.executors``).
+owner; cancelling and clearing are ``services.run_actions``. Running a run is the
+scheduler's job (``taskexec run`` triggers one and follows it: ``cli.run``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import sys
-from collections import Counter
-from collections.abc import Iterator
 
-import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from taskexec import schemas
 from taskexec.cli import common
 from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
-from taskexec.executors import base
-from taskexec.sdk.dag import Dag, load_dags
+from taskexec.sdk.dag import Dag, load_dag_files
 from taskexec.sdk.runner import log_path
 from taskexec.security import TokenSigner
-from taskexec.services import dag_runs
-
-FINISHED = ("success", "failed")
+from taskexec.services import dag_runs, run_actions
+from taskexec.wire.states import DagRunState
 
 
 def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
-    """Create a dag run with queued task instances; print ids and tokens as JSON."""
+    """Create a bare dag run (no dag file, no scheduling) with queued task instances, for
+    external workers and load generators; print ids and tokens as JSON."""
     ensure_schema(settings)
     conf = common.parse_conf(args.conf)
     if args.tasks < 1:
@@ -54,20 +47,23 @@ def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def find_dag(settings: Settings, dag_id: str) -> Dag:
-    """``dag_id`` from the dags folder."""
-    dags = load_dags(settings.effective_dags_folder)
+    """``dag_id`` from the dags folder; a dag file that could not be loaded is named."""
+    folder = settings.effective_dags_folder
+    dags, problems = load_dag_files(folder)
     if dag_id not in dags:
         known = ", ".join(sorted(dags)) or "none"
-        raise CommandError(
-            f"no dag {dag_id!r} in {settings.effective_dags_folder} (found: {known})"
-        )
+        message = f"no dag {dag_id!r} in {folder} (found: {known})"
+        if problems:
+            message += "; not loaded: " + "; ".join(f"{f}: {why}" for f, why in problems.items())
+        raise CommandError(message)
     return dags[dag_id]
 
 
 def trigger(
     settings: Settings, dag_id: str, *, conf: str | None = None, logical_date: str | None = None
 ) -> schemas.NewDagRun:
-    """Create a run of ``dag_id`` from the dags folder, its task instances queued."""
+    """Create a run of ``dag_id`` from the dags folder, with the dag's spec: the
+    scheduler runs its task instances as their dependencies allow."""
     ensure_schema(settings)
     parsed_conf, parsed_date = common.parse_conf(conf), common.parse_date(logical_date)
     dag = find_dag(settings, dag_id)
@@ -76,13 +72,14 @@ def trigger(
         dag_runs.create_dag_run,
         dag_id=dag_id,
         tasks=dag.task_instance_keys(),
+        spec=dag.spec(),
         conf=parsed_conf,
         logical_date=parsed_date,
     )
 
 
 def cmd_trigger(args: argparse.Namespace, settings: Settings) -> None:
-    """Create a dag run and queue all its task instances."""
+    """Create a dag run; the scheduler runs it."""
     run = trigger(settings, args.dag_id, conf=args.conf, logical_date=args.logical_date)
     print(
         json.dumps(
@@ -91,99 +88,63 @@ def cmd_trigger(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-@contextlib.contextmanager
-def api_server(settings: Settings) -> Iterator[Settings]:
-    """Settings whose ``api_url`` answers: the configured server if it is up; on the
-    embedded default, otherwise, one started in this process for the duration."""
-    try:
-        if httpx.get(f"{settings.api_url}/health", timeout=2.0).status_code == 200:
-            yield settings
-            return
-    except httpx.TransportError:
-        pass
-    if not settings.is_embedded:
-        raise CommandError(
-            f"no API server answers at {settings.api_url}: start `taskexec serve` "
-            "or set TASKEXEC_API_URL"
-        )
-    from taskexec.server.app import create_app
-    from taskexec.server.background import background_server
-
-    with background_server(create_app(settings)) as base_url:
-        yield settings.model_copy(update={"api_url": base_url})
-
-
-def execute_run(
-    settings: Settings,
-    run: schemas.NewDagRun,
-    *,
-    executor: str = "local",
-    workers: int | None = None,
-    console: Console | None = None,
-) -> base.RunReport:
-    """Run every task instance of ``run`` with ``executor``, with a progress bar."""
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[states]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console or Console(), transient=False) as progress:
-        bar = progress.add_task(run.dag_id, total=len(run.task_instances), states="")
-
-        def tick(counts: Counter[str]) -> bool:
-            done = sum(counts[s] for s in FINISHED)
-            states = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-            progress.update(bar, completed=done, states=states)
-            return True
-
-        report = asyncio.run(_execute(settings, run, executor, workers, tick))
-        tick(report.counts)
-    return report
-
-
-async def _execute(
-    settings: Settings,
-    run: schemas.NewDagRun,
-    executor: str,
-    workers: int | None,
-    tick: base.OnTick,
-) -> base.RunReport:
-    if executor == "local":
-        from taskexec.executors import local
-
-        return await local.run_local(
-            settings, run.dag_id, run.run_id, workers=workers, on_tick=tick
-        )
-    if executor == "celery":
-        from taskexec.executors import celery
-
-        return await celery.run_celery(settings, run.dag_id, run.run_id, on_tick=tick)
-    raise CommandError(f"unknown executor {executor!r}: use local or celery")
-
-
-def states_table(report: base.RunReport, title: str = "task instances by state") -> Table:
-    """A table of the run's final states."""
+def runs_table(runs: list[schemas.DagRunSummary], title: str) -> Table:
+    """Runs as a table: state, start and end, task instances by state."""
     table = Table(title=title)
-    table.add_column("state")
-    table.add_column("count", justify="right")
-    for state, count in sorted(report.counts.items()):
-        style = "green" if state == "success" else "red" if state == "failed" else ""
-        table.add_row(state, str(count), style=style)
+    for column in ("dag", "run", "state", "started", "ended", "task instances"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        states = " ".join(f"{k}={v}" for k, v in sorted(run.task_instance_states.items()))
+        table.add_row(
+            run.dag_id,
+            run.run_id,
+            run.state,
+            f"{run.start_date:%Y-%m-%d %H:%M:%S}" if run.start_date else "",
+            f"{run.end_date:%Y-%m-%d %H:%M:%S}" if run.end_date else "",
+            states,
+        )
     return table
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
-    """Trigger a dag and execute it with an executor; exit 1 if anything failed for good."""
-    run = trigger(settings, args.dag_id, conf=args.conf, logical_date=args.logical_date)
-    count = len(run.task_instances)
-    print(f"triggered {args.dag_id} run {run.run_id}: {count} task instances", flush=True)
-    with api_server(settings) as worker_settings:
-        report = execute_run(worker_settings, run, executor=args.executor, workers=args.workers)
-    Console().print(states_table(report, f"run {run.run_id}"))
-    if report.counts.get("failed"):
-        raise CommandError(f"{report.counts['failed']} task instance(s) failed")
+def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> None:
+    """The newest runs (of one dag, in one state), with their task instances' states."""
+    ensure_schema(settings)
+    if args.dag:
+        page = common.read(
+            settings,
+            dag_runs.list_dag_runs,
+            dag_id=args.dag,
+            state=args.state,
+            limit=args.limit,
+            offset=0,
+        )
+    else:
+        page = common.read(
+            settings, dag_runs.list_runs, dag_id=None, state=args.state, limit=args.limit, offset=0
+        )
+    title = f"{len(page.items)} of {page.total} runs"
+    Console(soft_wrap=True).print(runs_table(page.items, title))
+
+
+def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> None:
+    """Mark a run failed: running tries are told to stop, the others are skipped."""
+    ensure_schema(settings)
+    done = common.write(settings, run_actions.cancel_run, dag_id=args.dag_id, run_id=args.run_id)
+    print(done.model_dump_json())
+
+
+def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> None:
+    """Give task instances of a run new tries, so the scheduler runs them again."""
+    ensure_schema(settings)
+    done = common.write(
+        settings,
+        run_actions.clear_task_instances,
+        dag_id=args.dag_id,
+        run_id=args.run_id,
+        task_ids=args.task_ids,
+        downstream=args.downstream,
+    )
+    print(json.dumps({"dag_id": done.dag_id, "run_id": done.run_id, "cleared": done.cleared}))
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
@@ -201,10 +162,9 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
     sys.stdout.write(folder.joinpath(f"attempt={chosen}.log").read_text())
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``runs create``, ``trigger``, ``run`` and ``logs``."""
+def _register_runs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     runs = sub.add_parser("runs", help="dag runs").add_subparsers(dest="runs_cmd", required=True)
-    create = runs.add_parser("create", help="create a run with queued task instances")
+    create = runs.add_parser("create", help="create a bare run with queued task instances")
     create.add_argument("--dag-id", required=True)
     create.add_argument("--tasks", type=int, required=True, help="number of tasks")
     create.add_argument("--map", type=int, default=None, help="map each task over M indexes")
@@ -212,20 +172,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--conf", default=None, help="run conf as a JSON object")
     create.add_argument("--max-tries", type=int, default=0)
     create.set_defaults(func=cmd_runs_create)
+    listing = runs.add_parser("list", help="the newest runs and their states")
+    listing.add_argument("--dag", default=None, help="only this dag's runs")
+    listing.add_argument("--state", choices=[s.value for s in DagRunState], default=None)
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(func=cmd_runs_list)
+    cancel = runs.add_parser("cancel", help="mark a run failed; running tries stop")
+    cancel.add_argument("dag_id")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(func=cmd_runs_cancel)
 
-    trig = sub.add_parser("trigger", help="create a dag run and queue its task instances")
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``runs create | list | cancel``, ``trigger``, ``tasks clear`` and ``logs``."""
+    _register_runs(sub)
+    trig = sub.add_parser("trigger", help="create a dag run; the scheduler runs it")
     trig.add_argument("dag_id")
     trig.add_argument("--conf", default=None, help="run conf as a JSON object")
     trig.add_argument("--logical-date", default=None, help="ISO date or datetime")
     trig.set_defaults(func=cmd_trigger)
 
-    run = sub.add_parser("run", help="trigger a dag and execute it")
-    run.add_argument("dag_id")
-    run.add_argument("--executor", choices=["local", "celery"], default="local")
-    run.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
-    run.add_argument("--conf", default=None, help="run conf as a JSON object")
-    run.add_argument("--logical-date", default=None, help="ISO date or datetime")
-    run.set_defaults(func=cmd_run)
+    tasks = sub.add_parser("tasks", help="task instances").add_subparsers(
+        dest="tasks_cmd", required=True
+    )
+    clear = tasks.add_parser("clear", help="run task instances of a run again (new tries)")
+    clear.add_argument("dag_id")
+    clear.add_argument("run_id")
+    clear.add_argument("task_ids", nargs="*", help="tasks to clear (default: all)")
+    clear.add_argument("--downstream", action="store_true", help="also every task below them")
+    clear.set_defaults(func=cmd_tasks_clear)
 
     logs = sub.add_parser("logs", help="print a task instance's log")
     logs.add_argument("dag_id")

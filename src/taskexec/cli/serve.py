@@ -1,19 +1,27 @@
-"""``taskexec serve``: the API server."""
+"""``taskexec serve`` (the API server, with a scheduler beside it unless turned off),
+``taskexec scheduler`` (a scheduler alone) and ``taskexec standalone`` (server,
+scheduler and local workers in one process tree, on the embedded default)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import os
+import signal
+from typing import Any
 
-from taskexec.cli.common import ensure_schema
+from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
 
 log = logging.getLogger("taskexec")
 
+PID_FILE = "standalone.pid"
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    """Run the API server (uvicorn, uvloop, httptools; N worker processes)."""
+
+def _uvicorn(settings: Settings, args: argparse.Namespace, app: Any) -> None:
     import uvicorn
 
     from taskexec.api import deps
@@ -25,11 +33,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     if warning:
         log.warning(warning)
     uvicorn.run(
-        "taskexec.server.app:create_app",
-        factory=True,
+        app,
+        factory=isinstance(app, str),
         host=args.host,
         port=args.port,
-        workers=args.workers,
+        workers=getattr(args, "workers", 1),
         loop="uvloop",
         http="httptools",
         access_log=args.access_log,
@@ -38,12 +46,98 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    """Run the API server (uvicorn, uvloop, httptools; N worker processes)."""
+    _uvicorn(settings, args, "taskexec.server.app:create_app")
+
+
+def _check_executor(settings: Settings) -> None:
+    if settings.executor == "celery":
+        from taskexec.executors import celery
+
+        try:
+            celery.check_broker(settings)
+        except celery.BrokerUnreachableError as exc:
+            raise CommandError(str(exc)) from exc
+
+
+async def _scheduler(settings: Settings) -> None:
+    from taskexec.db import engine as db_engine
+    from taskexec.scheduler import loop
+
+    async with db_engine.open_database(settings) as db:
+        scheduler = loop.Scheduler(db, settings)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, scheduler.stop)
+        log.info("scheduler %s started (%s executor)", scheduler.holder, settings.executor)
+        await scheduler.run()
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> None:
+    """Run a scheduler alone; it becomes the active one unless another already is."""
+    ensure_schema(settings)
+    _check_executor(settings)
+    asyncio.run(_scheduler(settings))
+
+
+def _stop_standalone(settings: Settings) -> None:
+    pid_file = settings.data_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        print("no taskexec standalone is running (no pid file)")
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        print(f"stopped taskexec standalone (pid {pid})")
+    pid_file.unlink(missing_ok=True)
+
+
+def cmd_standalone(args: argparse.Namespace, settings: Settings) -> None:
+    """Server, scheduler and local workers in one process tree (``--stop`` ends the one
+    started in the background by ``taskexec run``)."""
+    if args.stop:
+        _stop_standalone(settings)
+        return
+    from taskexec.server.app import create_app
+
+    here = settings.model_copy(update={"scheduler_in_server": True, "executor": "local"})
+    workers = here.local_workers or os.cpu_count() or 1
+    print(
+        f"taskexec standalone: http://{args.host}:{args.port}/ui/ (API, web page), "
+        f"a scheduler with {workers} local worker processes, database "
+        f"{here.effective_database_url}",
+        flush=True,
+    )
+    pid_file = here.data_dir / PID_FILE
+    here.data_dir.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(str(os.getpid()))
+    try:
+        _uvicorn(here, args, create_app(here))
+    finally:
+        pid_file.unlink(missing_ok=True)
+
+
+def _server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--access-log", action="store_true")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``serve``."""
-    serve = sub.add_parser("serve", help="run the API server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    """Add ``serve``, ``scheduler`` and ``standalone``."""
+    serve = sub.add_parser("serve", help="run the API server (and a scheduler beside it)")
+    _server_args(serve)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action="store_true")
     serve.set_defaults(func=cmd_serve)
+    scheduler = sub.add_parser("scheduler", help="run a scheduler alone")
+    scheduler.set_defaults(func=cmd_scheduler)
+    standalone = sub.add_parser(
+        "standalone", help="server, scheduler and local workers in one process tree"
+    )
+    _server_args(standalone)
+    standalone.add_argument(
+        "--stop", action="store_true", help="stop the one `taskexec run` started"
+    )
+    standalone.set_defaults(func=cmd_standalone)

@@ -9,9 +9,9 @@ from taskexec.config import Settings
 
 def cmd_celery_worker(args: argparse.Namespace, settings: Settings) -> None:
     """Run a Celery worker that executes task instances with the same runner."""
-    from taskexec.executors import celery_app
+    from taskexec.executors import celery_worker
 
-    celery_app.start_worker(settings, concurrency=args.concurrency)
+    celery_worker.start_worker(settings, concurrency=args.concurrency)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -43,3 +43,15 @@ def upsert_from_select(
         my_stmt = mysql.insert(table).from_select(list(columns), select)
         return my_stmt.on_duplicate_key_update({c: my_stmt.inserted[c] for c in update})
     raise ValueError(f"no upsert for dialect {dialect!r}")
+
+
+def insert_ignore(dialect: str, table: sa.Table, values: dict[str, object]) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` (``INSERT IGNORE`` on MySQL): the row is
+    written unless one with the same key exists; the row count says which."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).values(values).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).values(values).on_conflict_do_nothing()
+    if dialect == "mysql":
+        return mysql.insert(table).values(values).prefix_with("IGNORE")
+    raise ValueError(f"no insert-ignore for dialect {dialect!r}")

@@ -1,11 +1,13 @@
-"""The bundled example dag that ``taskexec demo`` runs.
+"""The bundled example dag that ``taskexec demo`` runs:
+``extract >> transform (x200) >> [load, report]``, and ``flaky`` on its own.
 
 - ``transform`` is mapped over 200 shards: the fan-out that produced the collisions of
-  Airflow #61705.
+  Airflow #61705. It starts once ``extract`` succeeded; ``load`` and ``report`` once all
+  200 shards did.
 - ``extract`` (bash) and ``report`` (python) render templates from params and the run.
 - ``load`` carries a secret in three ways: under a sensitive name (``DB_PASSWORD``),
   as a registered secret, and inside a connection URL; none may reach the database.
-- ``flaky`` fails on its first try and succeeds on the retry.
+- ``flaky`` fails on its first try and succeeds on the retry, a second later.
 - ``report``'s rendered ``templates_dict`` lists every shard it read: longer than
   ``max_templated_field_length`` (4096), so the worker truncates it and the web page
   marks it so.
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from taskexec.sdk import BashTask, Dag, PythonTask, TaskFailedError, mask_secret
@@ -43,17 +46,17 @@ with Dag(
     "example_rendered_fields",
     params={"source": "s3://raw-bucket/events", "shards": 200, "owner": "data-eng"},
 ) as dag:
-    BashTask(
+    extract = BashTask(
         "extract",
         bash_command="echo extracting {{ params.source }} for {{ ds }} in run {{ run_id }}",
         env={"RUN_ID": "{{ run_id }}", "OWNER": "{{ params.owner }}"},
     )
-    PythonTask(
+    transform = PythonTask(
         "transform",
         python_callable=transform_shard,
         op_kwargs={"shard": "{{ item }}", "source": "{{ params.source }}/part-{{ item }}"},
     ).expand(range(200))
-    BashTask(
+    load = BashTask(
         "load",
         bash_command=(
             "echo loading into postgresql://loader:" + WAREHOUSE_PASSWORD + "@warehouse:5432/dw"
@@ -61,8 +64,10 @@ with Dag(
         ),
         env={"DB_PASSWORD": WAREHOUSE_PASSWORD, "TARGET": "dw.events_{{ ds_nodash }}"},
     )
-    PythonTask("flaky", python_callable=fail_first_try, retries=1)
     PythonTask(
+        "flaky", python_callable=fail_first_try, retries=1, retry_delay=dt.timedelta(seconds=1)
+    )
+    report = PythonTask(
         "report",
         python_callable=build_report,
         templates_dict={
@@ -72,3 +77,4 @@ with Dag(
             ),
         },
     )
+    extract >> transform >> [load, report]

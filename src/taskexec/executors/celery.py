@@ -1,22 +1,25 @@
-"""The executor side of the Celery executor: send the run's queued tries (each with its
-token) to ``TASKEXEC_CELERY_QUEUE`` and watch the run until it is done; workers
-elsewhere (``executors/celery_app``) run them."""
+"""The executor side of the Celery executor: the scheduler sends each queued try (with
+its token) to ``TASKEXEC_CELERY_QUEUE``; ``taskexec celery-worker`` processes anywhere
+(``executors.celery_worker``) run them and report back through the result backend."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 
 from celery.result import AsyncResult
 
 from taskexec.config import Settings
-from taskexec.db import engine as db_engine
-from taskexec.executors import base, celery_app, worker
-from taskexec.security import TokenSigner
+from taskexec.executors import base, celery_app
+from taskexec.wire import schemas
 
 log = logging.getLogger(__name__)
+
+
+class BrokerUnreachableError(Exception):
+    """The Celery broker does not answer."""
+
 
 # Tries on the broker at once. Workers take them as they free up; the executor only
 # needs enough queued that no worker waits, and polls each one's result.
@@ -42,6 +45,9 @@ class CeleryQueue:
     def alive(self) -> bool:
         """The broker's workers cannot be counted from here: always True."""
         return True
+
+    def stop(self) -> None:
+        """Nothing to stop: the tries on the broker stay for the workers."""
 
     def send(self, ti_id: uuid.UUID, token: str) -> None:
         """Publish one try."""
@@ -73,30 +79,31 @@ def _report(ti_id: uuid.UUID, result: AsyncResult) -> base.Report:
         # The task raised instead of reporting (its worker process died, say): where
         # the try went is unknown, so only a try still queued is given up on.
         return base.Report(ti_id, error=f"the Celery task failed: {result.result!r}")
-    finished: worker.Finished = result.result
-    at = (finished["hostname"], finished["pid"])
-    return base.Report(ti_id, error=finished["error"], worker=at)
+    finished: schemas.TryReport = result.result
+    return base.report_of(finished)
 
 
-async def run_celery(
-    settings: Settings,
-    dag_id: str,
-    run_id: str,
-    *,
-    on_tick: base.OnTick | None = None,
-    max_seconds: float = 3600.0,
-) -> base.RunReport:
-    """Execute every try of the run on Celery workers (``taskexec celery-worker``)."""
-    started = time.perf_counter()
-    async with db_engine.open_database(settings) as db:
-        counts = await base.drive(
-            db,
-            CeleryQueue(settings),
-            TokenSigner(settings),
-            dag_id,
-            run_id,
-            on_tick=on_tick,
-            poll=0.25,
-            max_seconds=max_seconds,
-        )
-    return base.RunReport(counts, time.perf_counter() - started)
+def check_broker(settings: Settings, *, timeout: float = 5.0) -> None:
+    """Raise ``BrokerUnreachableError`` (one line) unless the broker answers."""
+    app = celery_app.get_app(settings.celery_broker_url)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:
+        raise BrokerUnreachableError(
+            f"cannot reach the Celery broker at {settings.celery_broker_url}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def live_workers(settings: Settings, *, timeout: float = 5.0) -> list[str]:
+    """The Celery workers that answer a ping within ``timeout`` seconds."""
+    app = celery_app.get_app(settings.celery_broker_url)
+    replies = app.control.ping(timeout=timeout) or []
+    return sorted(name for reply in replies for name in reply)
+
+
+def start(settings: Settings) -> CeleryQueue:
+    """The Celery queue, once the broker answers."""
+    check_broker(settings)
+    return CeleryQueue(settings)

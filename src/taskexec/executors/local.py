@@ -1,10 +1,12 @@
-"""The local executor: N worker processes on this machine.
+"""The local executor: N worker processes on this machine, under the scheduler.
 
-Each process has its own pipe: the executor sends it a try (and one more to wait behind
-it, so a process that finishes one starts the next without waiting for the executor)
-and the process reports each back on the same pipe. A process that dies takes only its
-own pipe with it: its tries are handed out again if they never started (or ended as
-failed if it was running one), and a replacement process is started, once per process.
+Each process is ``python -m taskexec.executors.worker``, started with the scheduler's
+settings in its environment. The executor writes it one try at a time on its stdin
+(tries wait in the database, not in a pipe, so a queued try is one a process is about
+to start), and reads its reports from a pipe of its own. A process that dies takes
+only its own pipes with it: the try it was running is ended as failed (or handed out
+again if it never started), and a replacement process is started, once per process.
+The scheduler process imports no worker code: the two sides meet only through pipes.
 """
 
 from __future__ import annotations
@@ -12,39 +14,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import multiprocessing
-import multiprocessing.connection
+import json
 import os
+import selectors
 import socket
+import subprocess
+import sys
 import time
 import uuid
-from multiprocessing.process import BaseProcess
+from typing import IO
 
-from taskexec.config import Settings
-from taskexec.db import engine as db_engine
-from taskexec.executors import base, worker
-from taskexec.security import TokenSigner
+from taskexec import config
+from taskexec.executors import base
+from taskexec.wire import protocol, schemas
 
-# Tries held by one process at a time: one running, one waiting.
-PER_PROCESS = 2
+WORKER_MODULE = "taskexec.executors.worker"
+# Tries held by one process at a time.
+PER_PROCESS = 1
 # How long shutdown waits for the processes to finish their try and exit.
 STOP_GRACE_SECONDS = 60.0
 
 
 @dataclasses.dataclass
 class _Process:
-    proc: BaseProcess
-    conn: multiprocessing.connection.Connection
+    popen: subprocess.Popen[bytes]
+    stdin: IO[bytes]
+    reports: int  # the read end of its report pipe
     # Tries sent to it and not reported back, oldest first.
     held: list[uuid.UUID] = dataclasses.field(default_factory=list)
+    partial: bytes = b""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
 
 
 class ProcessPool:
-    """``count`` worker processes (spawned: no state leaks in from this process)."""
+    """``count`` worker processes."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
-        self._settings = settings
+    def __init__(self, settings: config.Settings, count: int) -> None:
+        self._env = {**os.environ, **config.as_environment(settings)}
         self._count = count
         self._replacements_left = count
         self._hostname = socket.gethostname()
@@ -56,15 +64,21 @@ class ProcessPool:
             self._spawn()
 
     def _spawn(self) -> None:
-        ours, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker.process_main, args=(self._settings, theirs))
-        proc.start()
-        theirs.close()
-        self._processes.append(_Process(proc, ours))
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE],
+            stdin=subprocess.PIPE,
+            env={**self._env, protocol.WORKER_REPORT_FD_ENV: str(write_end)},
+            pass_fds=(write_end,),
+        )
+        os.close(write_end)
+        assert popen.stdin is not None
+        self._processes.append(_Process(popen, popen.stdin, read_end))
 
     def free(self) -> int:
         """Room for more tries on the live processes."""
-        return sum(PER_PROCESS - len(p.held) for p in self._processes if p.proc.is_alive())
+        return sum(PER_PROCESS - len(p.held) for p in self._processes if p.alive())
 
     def in_flight(self) -> int:
         """Tries sent and not reported back yet."""
@@ -72,48 +86,61 @@ class ProcessPool:
 
     def alive(self) -> bool:
         """Whether any process is still running."""
-        return any(p.proc.is_alive() for p in self._processes)
+        return any(p.alive() for p in self._processes)
 
     def send(self, ti_id: uuid.UUID, token: str) -> None:
         """Send one try to the live process that holds the fewest."""
         target = min(
-            (p for p in self._processes if p.proc.is_alive() and len(p.held) < PER_PROCESS),
+            (p for p in self._processes if p.alive() and len(p.held) < PER_PROCESS),
             key=lambda p: len(p.held),
         )
-        target.conn.send((str(ti_id), token))
+        line = json.dumps({"ti_id": str(ti_id), "token": token}) + "\n"
+        target.stdin.write(line.encode())
+        target.stdin.flush()
         target.held.append(ti_id)
 
     async def finished(self, wait: float) -> list[base.Report]:
         """The tries reported back, and those of processes that died, since the last
         call; waits up to ``wait`` seconds for the first."""
-        waitables = [p.conn for p in self._processes] + [p.proc.sentinel for p in self._processes]
-        await asyncio.to_thread(multiprocessing.connection.wait, waitables, wait)
+        await asyncio.to_thread(self._wait, wait)
         reports: list[base.Report] = []
         for process in list(self._processes):
             reports += self._receive(process)
-            if not process.proc.is_alive():
+            if not process.alive():
                 reports += self._bury(process)
         return reports
 
+    def _wait(self, wait: float) -> None:
+        # A report, or a process ending (its report pipe closes), ends the wait.
+        with selectors.DefaultSelector() as selector:
+            for process in self._processes:
+                selector.register(process.reports, selectors.EVENT_READ)
+            if self._processes:
+                selector.select(wait)
+            else:
+                time.sleep(wait)
+
     def _receive(self, process: _Process) -> list[base.Report]:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(process.reports, 65536):
+                process.partial += chunk
+        *lines, process.partial = process.partial.split(b"\n")
         reports = []
-        try:
-            while process.conn.poll():
-                finished: worker.Finished = process.conn.recv()
-                ti_id = uuid.UUID(finished["ti_id"])
-                process.held.remove(ti_id)
-                at = (finished["hostname"], finished["pid"])
-                reports.append(base.Report(ti_id, error=finished["error"], worker=at))
-        except (EOFError, OSError):
-            pass  # the process is gone; _bury accounts for what it held
+        for line in lines:
+            finished: schemas.TryReport = json.loads(line)
+            report = base.report_of(finished)
+            if report.ti_id in process.held:
+                process.held.remove(report.ti_id)
+            reports.append(report)
         return reports
 
     def _bury(self, process: _Process) -> list[base.Report]:
-        process.proc.join()
-        process.conn.close()
         self._processes.remove(process)
-        error = f"worker process {process.proc.pid} died (exit code {process.proc.exitcode})"
-        at = (self._hostname, process.proc.pid or 0)
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        os.close(process.reports)
+        error = f"worker process {process.popen.pid} died (exit code {process.popen.returncode})"
+        at = (self._hostname, process.popen.pid)
         lost = [base.Report(ti_id, error=error, worker=at, lost=True) for ti_id in process.held]
         if self._replacements_left > 0:
             self._replacements_left -= 1
@@ -121,35 +148,24 @@ class ProcessPool:
         return lost
 
     def stop(self) -> None:
-        """Ask every process to stop after its try; terminate any that does not."""
+        """Close every process's input (it exits after its try); kill any that does
+        not exit within the grace period."""
         for process in self._processes:
-            with contextlib.suppress(OSError):  # a process already gone
-                process.conn.send(None)
+            with contextlib.suppress(OSError):
+                process.stdin.close()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for process in self._processes:
-            process.proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            if process.proc.is_alive():
-                process.proc.terminate()
-            process.conn.close()
+            try:
+                process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait()
+            os.close(process.reports)
+        self._processes.clear()
 
 
-async def run_local(
-    settings: Settings,
-    dag_id: str,
-    run_id: str,
-    *,
-    workers: int | None = None,
-    on_tick: base.OnTick | None = None,
-) -> base.RunReport:
-    """Execute every try of the run on ``workers`` processes (default: one per CPU)."""
-    started = time.perf_counter()
-    pool = ProcessPool(settings, workers or os.cpu_count() or 1)
+def start(settings: config.Settings) -> ProcessPool:
+    """A started pool of ``TASKEXEC_LOCAL_WORKERS`` processes (default: one per CPU)."""
+    pool = ProcessPool(settings, settings.local_workers or os.cpu_count() or 1)
     pool.start()
-    try:
-        async with db_engine.open_database(settings) as db:
-            counts = await base.drive(
-                db, pool, TokenSigner(settings), dag_id, run_id, on_tick=on_tick
-            )
-    finally:
-        await asyncio.to_thread(pool.stop)
-    return base.RunReport(counts, time.perf_counter() - started)
+    return pool

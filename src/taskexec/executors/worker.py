@@ -8,33 +8,21 @@ dags folder, never the database: it imports no server code.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-import multiprocessing.connection
 import os
 import socket
+import sys
 import uuid
 from pathlib import Path
-from typing import TypedDict
 
 from taskexec.config import Settings
 from taskexec.sdk.client import RetryPolicy
 from taskexec.sdk.dag import Dag, load_dags
 from taskexec.sdk.runner import RunnerConfig, run_task_instance
+from taskexec.wire import protocol, schemas
 
 log = logging.getLogger(__name__)
-
-
-class Finished(TypedDict):
-    """What a worker reports per try (plain JSON, so Celery can carry it too)."""
-
-    ti_id: str
-    # None when the runner itself failed (the API refused the try or stayed unreachable
-    # through every retry); ``error`` then says why, and the executor ends the try if
-    # it is still queued or running on this worker.
-    outcome: str | None
-    error: str | None
-    hostname: str
-    pid: int
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
@@ -60,7 +48,7 @@ def dags_in(folder: Path) -> dict[str, Dag]:
     return load_dags(folder)
 
 
-def run_try(settings: Settings, ti_id: str, token: str) -> Finished:
+def run_try(settings: Settings, ti_id: str, token: str) -> schemas.TryReport:
     """Run one try with this worker's settings; report how it went (never raises)."""
     outcome, error = None, None
     try:
@@ -69,17 +57,25 @@ def run_try(settings: Settings, ti_id: str, token: str) -> Finished:
     except Exception as exc:
         log.exception("task instance %s could not be run", ti_id)
         error = f"{type(exc).__name__}: {exc}"
-    return Finished(
+    return schemas.TryReport(
         ti_id=ti_id, outcome=outcome, error=error, hostname=socket.gethostname(), pid=os.getpid()
     )
 
 
-def process_main(settings: Settings, conn: multiprocessing.connection.Connection) -> None:
-    """A local worker process: run each try the executor sends on ``conn`` (``None``
-    ends the process) and report it back on the same pipe. The dags are loaded first,
-    as a worker that cannot load them should fail before it takes any try."""
+def main() -> None:
+    """A local worker process (``python -m taskexec.executors.worker``): run each try the
+    executor writes to stdin, one ``{"ti_id", "token"}`` a line, and report each on the
+    report pipe. End of input ends the process. The dags are loaded first: a worker that
+    cannot load them fails before it takes a try."""
     logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
     dags_in(settings.effective_dags_folder)
-    while (item := conn.recv()) is not None:
-        ti_id, token = item
-        conn.send(run_try(settings, ti_id, token))
+    with os.fdopen(int(os.environ[protocol.WORKER_REPORT_FD_ENV]), "w", buffering=1) as reports:
+        for line in sys.stdin:
+            item = json.loads(line)
+            finished = run_try(settings, item["ti_id"], item["token"])
+            reports.write(json.dumps(finished) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -104,6 +104,7 @@ def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Po
         "TASKEXEC_DB_POOL_SIZE": str(settings.db_pool_size),
         "TASKEXEC_DB_MAX_OVERFLOW": str(settings.db_max_overflow),
         "TASKEXEC_RENDERED_FIELDS_RETAIN_RUNS": str(settings.rendered_fields_retain_runs),
+        "TASKEXEC_SCHEDULER_IN_SERVER": "true" if settings.scheduler_in_server else "false",
     }
     proc = subprocess.Popen(
         [
@@ -296,6 +297,8 @@ def _bench_settings(config: BenchConfig, url: str, tmp: str) -> Settings:
         db_max_overflow=0,
         # The growth step fills the table run by run: retention would prune what it fills.
         rendered_fields_retain_runs=0,
+        # Only the write path is measured: no scheduler beside it.
+        scheduler_in_server=False,
     )
 
 

@@ -147,6 +147,8 @@ def run_case(
             data_dir=Path(tmp),
             jwt_secret=SecretStr(secrets.token_urlsafe(48)),
             db_pool_size=max(10, min(writers, 64)),
+            # The race is about the write path: no scheduler beside it.
+            scheduler_in_server=False,
         )
         run = asyncio.run(databases.create_task_instances(settings, "race", rounds))
         signer = TokenSigner(settings)

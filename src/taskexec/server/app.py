@@ -24,6 +24,7 @@ from taskexec.api.routes import health, read_api, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
+from taskexec.scheduler import loop
 from taskexec.security import TokenSigner
 from taskexec.server import pruner
 from taskexec.web import pages
@@ -139,9 +140,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db_engine.Database.from_settings(settings)
         # Retention runs beside the requests, never inside a worker's transaction.
         app.state.pruner = pruner.start(app.state.db, settings)
+        app.state.scheduler = None
+        if settings.scheduler_in_server:
+            app.state.scheduler = loop.Scheduler(app.state.db, settings)
+            app.state.scheduler.start()
         try:
             yield
         finally:
+            if app.state.scheduler is not None:
+                await app.state.scheduler.aclose()
             if app.state.pruner is not None:
                 await app.state.pruner.stop()
             await app.state.db.dispose()

@@ -9,6 +9,7 @@ id (404). Nothing is decided from a read that precedes the write.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import uuid
 from typing import Any
@@ -18,8 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskexec import errors, schemas
 from taskexec.db import models, types
-from taskexec.services import dag_runs
-from taskexec.wire import protocol
+from taskexec.services import dag_runs, tries
 from taskexec.wire import schemas as wire_schemas
 from taskexec.wire.states import TaskInstanceState
 
@@ -158,14 +158,19 @@ async def finish(
     payload: wire_schemas.TITerminalStatePayload | wire_schemas.TIRetryStatePayload,
     from_states: tuple[TaskInstanceState, ...] = (TaskInstanceState.RUNNING,),
     on_worker: tuple[str, int] | None = None,
+    heartbeat_before: dt.datetime | None = None,
+    started_before: dt.datetime | None = None,
 ) -> Outcome:
     """End a try: running → success, failed or up_for_retry (the worker's /state).
 
-    An executor that gives up on a try it handed out ends it here too: ``from_states``
-    then names the states it may end it from, and ``on_worker`` (hostname, pid) the
-    worker it gave the try to, so that a try running on any other worker is never
-    touched. A request for the state the try is already in succeeds without changing
-    anything."""
+    The scheduler and the executors end tries here too, each with the guard that makes
+    its decision and its write one statement: ``from_states`` (an executor giving up on
+    a try it handed out may end it from queued), ``on_worker`` (hostname, pid: never a
+    try running on another worker), ``heartbeat_before`` (a worker presumed dead) and
+    ``started_before`` (an execution timeout). A request for the state the try is
+    already in succeeds without changing anything. up_for_retry archives the try and
+    creates the next one (``services.tries``).
+    """
     target = TaskInstanceState(payload.state)
     end_date = payload.end_date or types.utcnow()
     where = [ti.c.id == ti_id, ti.c.state.in_(from_states)]
@@ -173,13 +178,31 @@ async def finish(
         hostname, pid = on_worker
         running_there = sa.and_(ti.c.hostname == hostname, ti.c.pid == pid)
         where.append(sa.or_(ti.c.state != TaskInstanceState.RUNNING, running_there))
+    if heartbeat_before is not None:
+        where.append(sa.func.coalesce(ti.c.last_heartbeat_at, ti.c.start_date) < heartbeat_before)
+    if started_before is not None:
+        where.append(ti.c.start_date < started_before)
     result = await conn.execute(sa.update(ti).where(*where).values(state=target, end_date=end_date))
     if result.rowcount == 0:
         await _settle_repeat(conn, ti_id, target)
         return Outcome.ALREADY
     if target is TaskInstanceState.UP_FOR_RETRY:
-        await _queue_next_try(conn, ti_id)
+        await tries.retry(conn, ti_id)
     return Outcome.CHANGED
+
+
+async def fail_running(conn: AsyncConnection, *, dag_id: str, run_id: str) -> int:
+    """End every running try of a run as failed: its run was cancelled or timed out.
+    Their workers' next call gets 409, and the runner stops the task."""
+    result = await conn.execute(
+        sa.update(ti)
+        .where(
+            ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.state == TaskInstanceState.RUNNING
+        )
+        .values(state=TaskInstanceState.FAILED, end_date=types.utcnow())
+        .execution_options(preserve_rowcount=True)
+    )
+    return result.rowcount
 
 
 async def _settle_repeat(
@@ -194,42 +217,11 @@ async def _settle_repeat(
             "TI was not in the running state so it cannot be updated",
             previous_state=row.state,
         )
-    old_state = await conn.scalar(sa.select(tih.c.state).where(tih.c.id == ti_id))
-    if old_state is None:
+    old = (await conn.execute(sa.select(tih.c.state).where(tih.c.id == ti_id))).first()
+    if old is None:
         raise errors.NotFoundError()
-    if old_state != target:
+    if old.state != target:
         raise errors.StaleTryError()
-
-
-_HISTORY_COLUMNS = [c.name for c in tih.columns]
-
-
-async def _queue_next_try(conn: AsyncConnection, ti_id: uuid.UUID) -> None:
-    """Archive this try (keeping its id) and queue the next one under a new UUID7.
-
-    The caller's conditional UPDATE holds the row lock, so nothing else can archive
-    the same try concurrently.
-    """
-    await conn.execute(
-        sa.insert(tih).from_select(
-            _HISTORY_COLUMNS,
-            sa.select(*(ti.c[name] for name in _HISTORY_COLUMNS)).where(ti.c.id == ti_id),
-        )
-    )
-    await conn.execute(
-        sa.update(ti)
-        .where(ti.c.id == ti_id)
-        .values(
-            id=protocol.uuid7(),
-            try_number=ti.c.try_number + 1,
-            state=TaskInstanceState.QUEUED,
-            hostname=None,
-            pid=None,
-            start_date=None,
-            end_date=None,
-            last_heartbeat_at=None,
-        )
-    )
 
 
 async def list_task_instances(

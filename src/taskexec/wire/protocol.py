@@ -16,6 +16,10 @@ REFRESHED_TOKEN_HEADER = "Refreshed-API-Token"
 # truncation; a header rather than a body key keeps the body exactly Airflow's.
 FIELD_META_HEADER = "Taskexec-Rendered-Fields-Meta"
 
+# A local worker process writes its reports to this file descriptor (executors.local
+# starts it, executors.worker reads the variable).
+WORKER_REPORT_FD_ENV = "TASKEXEC_WORKER_REPORT_FD"
+
 # How deep rendered fields may nest. The server stores JSON through orjson, which writes
 # at most 254 levels: it refuses deeper bodies with a 422, and the worker replaces
 # deeper containers with a marker before sending.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypedDict, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -185,3 +185,17 @@ class DagSpec(BaseModel):
     dagrun_timeout: float | None = Field(default=None, gt=0)
     max_active_tasks: int = Field(default=16, ge=1)
     max_active_runs: int = Field(default=16, ge=1)
+
+
+class TryReport(TypedDict):
+    """What a worker tells its executor about a try it was handed (plain JSON, carried by
+    a pipe or a Celery result)."""
+
+    ti_id: str
+    # None when the runner itself failed (the API refused the try or stayed unreachable
+    # through every retry); ``error`` then says why, and the executor ends the try if it
+    # is still queued or running on this worker.
+    outcome: str | None
+    error: str | None
+    hostname: str
+    pid: int

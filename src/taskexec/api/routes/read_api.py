@@ -47,6 +47,12 @@ async def list_dag_runs(
     )
 
 
+@router.get("/dags/{dag_id}/runs/{run_id}", response_model=schemas.DagRunSummary)
+async def get_dag_run(dag_id: str, run_id: str, db: DbDep) -> schemas.DagRunSummary:
+    """One run: its state, start and end, and how many task instances are in each state."""
+    return await db.read(dag_runs.get_dag_run, dag_id=dag_id, run_id=run_id)
+
+
 @router.get(
     "/dags/{dag_id}/runs/{run_id}/task-instances",
     response_model=schemas.Page[schemas.TaskInstanceSummary],
