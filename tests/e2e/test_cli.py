@@ -154,12 +154,22 @@ def test_trigger_run_and_logs_commands(tmp_path: Path) -> None:
         TASKEXEC_API_URL=f"http://127.0.0.1:{bench.free_port()}",  # nothing there: run starts one
         COLUMNS="120",
     )
+    try:
+        _trigger_run_and_logs(env)
+    finally:
+        # `run` started taskexec standalone in the background: it outlives the command.
+        stopped = _taskexec("standalone", "--stop", env=env)
+        assert "stopped taskexec standalone" in stopped.stdout, stopped.stdout + stopped.stderr
+
+
+def _trigger_run_and_logs(env: dict[str, str]) -> None:
     triggered = _taskexec("trigger", "small", "--conf", '{"who": "conf"}', env=env)
     assert triggered.returncode == 0, triggered.stderr
     assert json.loads(triggered.stdout)["task_instances"] == 2
 
     ran = _taskexec("run", "small", "--workers", "2", "--conf", '{"who": "there"}', env=env)
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "started taskexec standalone in the background" in ran.stdout
     assert re.search(r"success\s+│\s+2\b", ran.stdout), ran.stdout
     run_id = re.search(r"run (manual__\S+): 2 task instances", ran.stdout)
     assert run_id is not None

@@ -104,8 +104,9 @@ with Dag("modules"):
 
 
 def test_a_local_worker_process_of_taskexec_run_loads_no_server_code(tmp_path: Path) -> None:
-    """The real thing: ``taskexec run`` (the console script, as users start it) spawns
-    its worker processes, and the task records what its process has imported."""
+    """The real thing: ``taskexec run`` (the console script, as users start it) has a
+    scheduler run the task in a local worker process, and the task records what that
+    process has imported."""
     script = Path(sys.executable).with_name("taskexec")
     assert script.exists(), f"the console script is not installed beside {sys.executable}"
     dags = tmp_path / "dags"
@@ -119,16 +120,20 @@ def test_a_local_worker_process_of_taskexec_run_loads_no_server_code(tmp_path: P
         TASKEXEC_API_URL="http://127.0.0.1:9",  # nothing there: run starts a server
         TASKEXEC_TEST_MODULES_OUT=str(out),
     )
-    proc = subprocess.run(
-        [str(script), "run", "modules", "--workers", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [str(script), "run", "modules", "--workers", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        # `run` started taskexec standalone (server, scheduler, workers) to run it.
+        subprocess.run([str(script), "standalone", "--stop"], env=env, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     loaded = json.loads(out.read_text())
-    assert "taskexec.executors.worker" in loaded  # it ran in a worker process
+    assert "taskexec.sdk.runner" in loaded  # it ran in a worker process
     assert not _top_level(loaded) & set(SERVER_PACKAGES)
     assert not [m for m in loaded if m.startswith(("taskexec.db", "taskexec.services"))]
