@@ -10,11 +10,12 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,7 +23,7 @@ import httpx
 
 from taskexec.sdk import rendering
 from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError
-from taskexec.sdk.dag import Dag
+from taskexec.sdk.dag import BaseTask, Dag
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class RunnerConfig:
 class RunResult:
     """How one try ended, from this runner's point of view."""
 
-    outcome: str  # success | failed | up_for_retry | stale | not_started
+    outcome: str  # success | failed | up_for_retry | stale | stopped | not_started
     message: str = ""
 
 
@@ -63,14 +64,42 @@ def log_path(
     )
 
 
+# Sent by the heartbeat thread to this process to stop the task in the main thread.
+STOP_SIGNAL = signal.SIGUSR1
+
+
+class TaskStopped(BaseException):
+    """Raised in the task when the server ended its try: not an Exception, so that a
+    task's ``except Exception`` cannot swallow it."""
+
+
+def _raise_stopped(_signum: int, _frame: object) -> None:
+    raise TaskStopped()
+
+
+def _stop_on_signal() -> Callable[[], object] | None:
+    """Make ``STOP_SIGNAL`` raise ``TaskStopped`` in the main thread, where the task
+    runs; returns how to undo it, or None off the main thread (signals go there only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(STOP_SIGNAL)
+    signal.signal(STOP_SIGNAL, _raise_stopped)
+    return lambda: signal.signal(STOP_SIGNAL, previous if previous is not None else signal.SIG_DFL)
+
+
 class _Heartbeat(threading.Thread):
-    """Heartbeats while the task executes; notes when the server says to stop."""
+    """Heartbeats while the task executes. When the server says this try is over (409:
+    it was failed, cancelled or timed out; 410: a newer try replaced it), it stops the
+    task: it interrupts the main thread, where the task runs (a bash command's process
+    is killed with it)."""
 
     def __init__(self, client: Client, ti_id: uuid.UUID, interval: float) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{ti_id}")
         self.client, self.ti_id, self.interval = client, ti_id, interval
         self.stopped = threading.Event()
-        self.lost_reason: str | None = None
+        self.stop_reason: str | None = None
+        self._executing = True
+        self._lock = threading.Lock()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -80,11 +109,24 @@ class _Heartbeat(threading.Thread):
                 )
             except ServerResponseError as exc:
                 if exc.status in (409, 410):
-                    self.lost_reason = exc.reason
+                    self._stop_the_task(exc.reason)
                     return
                 log.warning("heartbeat failed: %s", exc)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+    def _stop_the_task(self, reason: str) -> None:
+        with self._lock:
+            self.stop_reason = reason
+            if self._executing:
+                # A real signal, not _thread.interrupt_main(): it also ends a blocking
+                # call in the main thread (waiting for a bash command, a sleep).
+                os.kill(os.getpid(), STOP_SIGNAL)
+
+    def done_executing(self) -> None:
+        """The task returned: no interrupt may come after this."""
+        with self._lock:
+            self._executing = False
 
 
 def run_task_instance(
@@ -130,6 +172,9 @@ def _run(
         if outcome == "stale":
             _say(out, f"stopping: a newer try replaced this one ({message})")
             return RunResult("stale", message)
+        if outcome == "stopped":
+            _say(out, f"stopped: {message}")
+            return RunResult("stopped", message)
         _say(out, f"finishing as {outcome}" + (f": {message}" if message else ""))
         try:
             client.task_instances.finish(ti_id, outcome)
@@ -181,19 +226,41 @@ def _render_and_execute(
                 return "stale", exc.message
             return failed, f"could not store rendered fields: {exc}"
     heartbeat = _Heartbeat(client, ti_id, config.heartbeat_interval)
+    return _execute(rendered, context, out, heartbeat, failed)
+
+
+def _execute(
+    task: BaseTask, context: dict[str, Any], out: IO[str], heartbeat: _Heartbeat, failed: str
+) -> tuple[str, str]:
+    """Run the task while heartbeating; "stopped" or "stale" if the server ended the
+    try meanwhile (then the runner reports nothing more). ``failed`` is the state a
+    failure reports: up_for_retry while tries are left."""
+    restore = _stop_on_signal()
+    if restore is None:
+        heartbeat.done_executing()  # off the main thread nothing can interrupt the task
     heartbeat.start()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            rendered.execute(context, out)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                task.execute(context, out)
+        finally:
+            heartbeat.done_executing()
+            if restore is not None:
+                restore()
+    except TaskStopped:
+        pass
     except Exception as exc:
         out.write(traceback.format_exc())
-        return failed, f"{type(exc).__name__}: {exc}"
+        if heartbeat.stop_reason is None:
+            return failed, f"{type(exc).__name__}: {exc}"
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
         out.flush()
-    if heartbeat.lost_reason == "stale_try":
+    if heartbeat.stop_reason == "stale_try":
         return "stale", "the server replaced this try while it ran"
+    if heartbeat.stop_reason is not None:
+        return "stopped", f"the server ended this try while it ran ({heartbeat.stop_reason})"
     return "success", ""
 
 
