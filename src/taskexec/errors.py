@@ -71,6 +71,12 @@ class PayloadTooLargeError(TaskExecError):
     reason = "payload_too_large"
 
 
+class UnsupportedMediaTypeError(TaskExecError):
+    """The request body must be sent as application/json."""
+
+    reason = "unsupported_media_type"
+
+
 class MissingTokenError(TaskExecError):
     """A Bearer token is required."""
 

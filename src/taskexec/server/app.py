@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskexec import __version__, errors
 from taskexec.api import middleware
-from taskexec.api.routes import health, read_api, task_instances
+from taskexec.api.routes import health, read_api, run_control, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
@@ -52,6 +52,7 @@ STATUS_BY_ERROR: dict[type[errors.TaskExecError], int] = {
     errors.RunExistsError: 409,
     errors.StaleTryError: 410,
     errors.PayloadTooLargeError: 413,
+    errors.UnsupportedMediaTypeError: 415,
     errors.DatabaseUnavailableError: 503,
     errors.SchemaOutdatedError: 503,
 }
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     execution.include_router(task_instances.router)
     app.include_router(execution)
     app.include_router(read_api.router)
+    app.include_router(run_control.router)
     app.include_router(health.router)
     app.include_router(pages.router)
 
