@@ -127,11 +127,23 @@ def test_run_page_shows_task_instances(
     assert all('class="badge state-queued">queued<' in c[2] for i, c in enumerate(cells) if i != 4)
     assert all(c[3].strip() == "1" for c in cells)
     links = re.findall(r'href="([^"]*/tasks/[^"]*)"', page)
-    assert links == [
+    fields_links = [link for link in links if "/log?" not in link]
+    assert fields_links == [
         f"{_fields_url(mapped_run).replace(':', '%3A').replace('+', '%2B')}?map_index={m}"
         for m in (0, 1)
     ]
     assert page.count("none yet") == 4
+    # The one started try links to its log.
+    log_links = [link for link in links if "/log?" in link]
+    assert log_links == [
+        f"{_fields_url(mapped_run).replace(':', '%3A').replace('+', '%2B')}".replace(
+            "/tasks/task_0", "/tasks/task_1"
+        )
+        + "/log?map_index=1&amp;try=1"
+    ]
+    # The run's state, and its task instances by state.
+    assert 'class="badge state-queued">queued<' in page.split("<table>")[0]
+    assert "running</span> 1" in page and "queued</span> 5" in page
 
 
 def test_fields_page_highlights_marks_and_escapes(
@@ -274,3 +286,32 @@ def test_without_token_only_loopback_clients_are_served(settings: Settings) -> N
     assert get_as(app, "/ui/", "127.0.0.1").status_code == 200
     page = _html(get_as(app, "/ui/", "10.1.2.3"), 403)
     assert "TASKEXEC_API_TOKEN" in page
+
+
+def test_runs_filter_by_state_and_show_counts(client: httpx.Client, settings: Settings) -> None:
+    first, second = seed(settings), seed(settings)
+    _start(client, first.task_instances[0])
+    client.patch(f"/api/v1/dags/test_dag/runs/{second.run_id}", json={"state": "failed"})
+    failed = _html(client.get("/ui/", params={"state": "failed"}))
+    assert second.run_id in failed and first.run_id not in failed
+    assert "skipped</span> 1" in failed  # the cancelled run's task instance
+    everything = _html(client.get("/ui/"))
+    assert first.run_id in everything and "running</span> 1" in everything
+    assert 'href="/ui/?state=failed"' in everything
+    none = _html(client.get("/ui/", params={"state": "success"}))
+    assert "No success runs." in none
+
+
+def test_log_page_shows_a_try_log_escaped(client: httpx.Client, settings: Settings) -> None:
+    run = seed(settings)
+    ti = run.task_instances[0]
+    _start(client, ti)
+    path = protocol.log_path(settings.effective_logs_dir, "test_dag", run.run_id, "task_0", -1, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text("[taskexec] try 1\n<script>alert(1)</script>\n")
+    page = _html(client.get(f"{_fields_url(run)}/log"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    missing = _html(client.get(f"{_fields_url(run)}/log", params={"try": 2}))
+    assert "No log of this try on this server" in missing
+    unknown = client.get(f"{_run_url(run)}/tasks/nope/log")
+    assert unknown.status_code == 404

@@ -19,9 +19,9 @@ from taskexec.cli import common
 from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
 from taskexec.sdk.dag import Dag, load_dag_files
-from taskexec.sdk.runner import log_path
 from taskexec.security import TokenSigner
 from taskexec.services import dag_runs, run_actions
+from taskexec.wire import protocol
 from taskexec.wire.states import DagRunState
 
 
@@ -149,7 +149,7 @@ def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
     """Print the log of a task instance's latest try (or of --try N)."""
-    first = log_path(
+    first = protocol.log_path(
         settings.effective_logs_dir, args.dag_id, args.run_id, args.task_id, args.map_index, 1
     )
     folder = first.parent

@@ -24,6 +24,7 @@ import httpx
 from taskexec.sdk import rendering
 from taskexec.sdk.client import Client, RetryPolicy, ServerResponseError
 from taskexec.sdk.dag import BaseTask, Dag
+from taskexec.wire import protocol
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,6 @@ class RunResult:
 
     outcome: str  # success | failed | up_for_retry | stale | stopped | not_started
     message: str = ""
-
-
-def log_path(
-    logs_dir: Path, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int
-) -> Path:
-    """Where the log of one try lives."""
-    return (
-        logs_dir
-        / f"dag_id={dag_id}"
-        / f"run_id={run_id}"
-        / f"task_id={task_id}"
-        / f"map_index={map_index}"
-        / f"attempt={try_number}.log"
-    )
 
 
 # Sent by the heartbeat thread to this process to stop the task in the main thread.
@@ -157,7 +144,7 @@ def _run(
             return RunResult("not_started", f"{exc.reason}: {exc.message}")
         raise
     dag_run = ctx["dag_run"]
-    path = log_path(
+    path = protocol.log_path(
         config.logs_dir,
         dag_run["dag_id"],
         dag_run["run_id"],

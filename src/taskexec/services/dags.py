@@ -33,10 +33,16 @@ async def list_dags(
 
 
 async def list_dags_and_runs(
-    conn: AsyncConnection, *, dags_limit: int, dag_id: str | None, limit: int, offset: int
+    conn: AsyncConnection,
+    *,
+    dags_limit: int,
+    dag_id: str | None,
+    limit: int,
+    offset: int,
+    state: str | None = None,
 ) -> tuple[schemas.Page[schemas.DagSummary], schemas.Page[schemas.DagRunSummary]]:
-    """The dags, and the runs of every dag (or of ``dag_id``), read in one transaction:
-    what the web page's runs page shows side by side."""
+    """The dags, and the runs of every dag (or of ``dag_id``, or in ``state``), read in
+    one transaction: what the web page's runs page shows side by side."""
     dags = await list_dags(conn, limit=dags_limit, offset=0)
-    runs = await dag_runs.list_runs(conn, dag_id=dag_id, limit=limit, offset=offset)
+    runs = await dag_runs.list_runs(conn, dag_id=dag_id, limit=limit, offset=offset, state=state)
     return dags, runs

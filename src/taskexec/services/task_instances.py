@@ -289,3 +289,32 @@ async def list_queued(
         .limit(limit)
     )
     return list(rows)
+
+
+async def run_with_task_instances(
+    conn: AsyncConnection, *, dag_id: str, run_id: str, limit: int, offset: int
+) -> tuple[schemas.DagRunSummary, schemas.Page[schemas.TaskInstanceSummary]]:
+    """A run (state, start, end, counts) and a page of its task instances, in one read."""
+    run = await dag_runs.get_dag_run(conn, dag_id=dag_id, run_id=run_id)
+    tis = await list_task_instances(
+        conn, dag_id=dag_id, run_id=run_id, state=None, task_id=None, limit=limit, offset=offset
+    )
+    return run, tis
+
+
+async def get_try_number(
+    conn: AsyncConnection, *, dag_id: str, run_id: str, task_id: str, map_index: int
+) -> int:
+    """The current try number of one task instance (404s name what is unknown)."""
+    number = await conn.scalar(
+        sa.select(ti.c.try_number).where(
+            ti.c.dag_id == dag_id,
+            ti.c.run_id == run_id,
+            ti.c.task_id == task_id,
+            ti.c.map_index == map_index,
+        )
+    )
+    if number is None:
+        await dag_runs.require_dag_run(conn, dag_id=dag_id, run_id=run_id)
+        raise errors.TaskInstanceKeyNotFoundError()
+    return int(number)

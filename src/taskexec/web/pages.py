@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,6 +21,8 @@ from taskexec import errors
 from taskexec.api import deps
 from taskexec.services import dags, rendered_fields, task_instances
 from taskexec.web import highlight, paging, routing, signin, templating
+from taskexec.wire import protocol
+from taskexec.wire.states import DagRunState
 
 _STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
@@ -43,14 +46,17 @@ async def runs_page(
     request: Request,
     db: deps.DbDep,
     dag_id: str | None = None,
+    state: DagRunState | None = None,
     limit: RunsLimit = 25,
     offset: Offset = 0,
 ) -> HTMLResponse:
-    """Runs of every dag (or of one), newest first, beside the dags and their run counts."""
+    """Runs of every dag (or of one, in one state), newest first, with their state, start
+    and end and their task instances by state, beside the dags and their run counts."""
     dag_page, runs = await db.read(
         dags.list_dags_and_runs,
         dags_limit=DAG_LIST_LIMIT,
         dag_id=dag_id or None,
+        state=state,
         limit=limit,
         offset=offset,
     )
@@ -61,6 +67,7 @@ async def runs_page(
         runs=runs.items,
         paging=paging.Pager.of(runs),
         dag_id=dag_id or None,
+        state=state.value if state else None,
     )
 
 
@@ -74,12 +81,10 @@ async def run_page(
     offset: Offset = 0,
 ) -> HTMLResponse:
     """The run's task instances: task, map index, state, try, and a link to their fields."""
-    tis = await db.read(
-        task_instances.list_task_instances,
+    run, tis = await db.read(
+        task_instances.run_with_task_instances,
         dag_id=dag_id,
         run_id=run_id,
-        state=None,
-        task_id=None,
         limit=limit,
         offset=offset,
     )
@@ -88,8 +93,64 @@ async def run_page(
         "run.html",
         dag_id=dag_id,
         run_id=run_id,
+        run=run,
         tis=tis.items,
         paging=paging.Pager.of(tis),
+    )
+
+
+# The web page shows at most this much of a log: its end, where the outcome is.
+LOG_TAIL_CHARS = 1_000_000
+
+
+def _read_log(path: Path) -> tuple[str | None, bool]:
+    try:
+        with path.open("rb") as log:
+            size = log.seek(0, 2)
+            log.seek(max(0, size - LOG_TAIL_CHARS))
+            return log.read().decode("utf-8", "replace"), size > LOG_TAIL_CHARS
+    except OSError:
+        return None, False
+
+
+@ui.get(
+    "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/log",
+    response_class=HTMLResponse,
+    dependencies=[deps.ReaderDep],
+)
+async def log_page(
+    request: Request,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    db: deps.DbDep,
+    map_index: Annotated[int, Query(ge=-1)] = -1,
+    try_number: Annotated[int | None, Query(alias="try", ge=1, le=10_000)] = None,
+) -> HTMLResponse:
+    """A try's log, as the worker wrote it on this machine (the latest try by default)."""
+    current = await db.read(
+        task_instances.get_try_number,
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+    )
+    chosen = try_number or current
+    logs_dir = request.app.state.settings.effective_logs_dir
+    path = protocol.log_path(logs_dir, dag_id, run_id, task_id, map_index, chosen)
+    text, cut = await run_in_threadpool(_read_log, path)
+    return templating.render(
+        request,
+        "log.html",
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=task_id,
+        map_index=map_index,
+        try_number=chosen,
+        tries=list(range(1, current + 1)),
+        text=text,
+        cut=cut,
+        where=str(logs_dir),
     )
 
 

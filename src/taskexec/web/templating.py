@@ -31,7 +31,7 @@ SECURITY_HEADERS = {
 # The pages show what ran, so no shared cache may keep them.
 _PAGE_HEADERS = {"Cache-Control": "no-store"}
 
-KNOWN_STATES = frozenset({*states.TaskInstanceState, *states.DagRunState})
+KNOWN_STATES = frozenset({*states.TaskInstanceState, *states.DagRunState, "no_status"})
 
 
 def _when(moment: dt.datetime | None, zone: bool = True) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 # Sent with every request by the worker; echoed by the server, which logs it.
@@ -49,3 +50,18 @@ def uuid7() -> uuid.UUID:
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)
     return uuid.UUID(int=value)
+
+
+def log_path(
+    logs_dir: Path, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int
+) -> Path:
+    """Where the log of one try lives: the worker writes it, ``taskexec logs`` and the web
+    page read it (Airflow's layout)."""
+    return (
+        logs_dir
+        / f"dag_id={dag_id}"
+        / f"run_id={run_id}"
+        / f"task_id={task_id}"
+        / f"map_index={map_index}"
+        / f"attempt={try_number}.log"
+    )
