@@ -61,9 +61,9 @@ class Workers(Protocol):
 
 
 async def give_up(db: db_engine.Database, report: Report) -> None:
-    """End, as failed, a try whose worker could not run it or died with it, so that the
-    run still finishes. Only a try still queued, or running on that very worker, is
-    ended: a try another worker runs is left alone."""
+    """End a try whose worker could not run it or died with it: failed, or up_for_retry
+    while it has tries left, so that the run goes on. Only a try still queued, or running
+    on that very worker, is ended: a try another worker runs is left alone."""
     log.warning("task instance %s could not be run: %s", report.ti_id, report.error)
     if report.lost:
         # Still queued means it never started: it is handed out again instead.
@@ -79,6 +79,7 @@ async def give_up(db: db_engine.Database, report: Report) -> None:
             payload=schemas.TITerminalStatePayload(state="failed"),
             from_states=states,
             on_worker=report.worker,
+            retry_if_tries_left=True,
         )
     except (errors.InvalidStateError, errors.NotFoundError, errors.StaleTryError) as exc:
         log.info("task instance %s was not failed: %s", report.ti_id, exc.message)

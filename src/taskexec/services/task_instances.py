@@ -160,6 +160,7 @@ async def finish(
     on_worker: tuple[str, int] | None = None,
     heartbeat_before: dt.datetime | None = None,
     started_before: dt.datetime | None = None,
+    retry_if_tries_left: bool = False,
 ) -> Outcome:
     """End a try: running → success, failed or up_for_retry (the worker's /state).
 
@@ -167,9 +168,10 @@ async def finish(
     its decision and its write one statement: ``from_states`` (an executor giving up on
     a try it handed out may end it from queued), ``on_worker`` (hostname, pid: never a
     try running on another worker), ``heartbeat_before`` (a worker presumed dead) and
-    ``started_before`` (an execution timeout). A request for the state the try is
-    already in succeeds without changing anything. up_for_retry archives the try and
-    creates the next one (``services.tries``).
+    ``started_before`` (an execution timeout). With ``retry_if_tries_left`` a failure
+    becomes up_for_retry while the try has tries left, decided in the same statement. A
+    request for the state the try is already in succeeds without changing anything.
+    up_for_retry archives the try and creates the next one (``services.tries``).
     """
     target = TaskInstanceState(payload.state)
     end_date = payload.end_date or types.utcnow()
@@ -182,10 +184,20 @@ async def finish(
         where.append(sa.func.coalesce(ti.c.last_heartbeat_at, ti.c.start_date) < heartbeat_before)
     if started_before is not None:
         where.append(ti.c.start_date < started_before)
-    result = await conn.execute(sa.update(ti).where(*where).values(state=target, end_date=end_date))
+    state: TaskInstanceState | sa.Case[Any] = target
+    if retry_if_tries_left and target is TaskInstanceState.FAILED:
+        state = sa.case(
+            (ti.c.try_number <= ti.c.max_tries, TaskInstanceState.UP_FOR_RETRY.value),
+            else_=TaskInstanceState.FAILED.value,
+        )
+    result = await conn.execute(sa.update(ti).where(*where).values(state=state, end_date=end_date))
     if result.rowcount == 0:
         await _settle_repeat(conn, ti_id, target)
         return Outcome.ALREADY
+    if state is not target:
+        # Which branch the statement took; the row is this transaction's to read.
+        now = await conn.scalar(sa.select(ti.c.state).where(ti.c.id == ti_id))
+        target = TaskInstanceState(str(now))
     if target is TaskInstanceState.UP_FOR_RETRY:
         await tries.retry(conn, ti_id)
     return Outcome.CHANGED
