@@ -50,8 +50,8 @@ class Workers(Protocol):
     def alive(self) -> bool:
         """Whether any worker can still run a try."""
 
-    def send(self, ti_id: uuid.UUID, token: str) -> None:
-        """Hand one try, with its token, to a worker."""
+    def send(self, ti_id: uuid.UUID) -> None:
+        """Hand one try to the workers (the executor mints its token)."""
 
     def stop(self) -> None:
         """Let the tries in hand finish, then release the workers."""

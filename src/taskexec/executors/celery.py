@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
 from celery.result import AsyncResult
 
@@ -29,9 +30,10 @@ MAX_IN_FLIGHT = 256
 class CeleryQueue:
     """The broker queue, seen as workers that take up to ``MAX_IN_FLIGHT`` tries."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, mint: Callable[[uuid.UUID], str]) -> None:
         self._app = celery_app.get_app(settings.celery_broker_url)
         self._queue = settings.celery_queue
+        self._mint = mint
         self._pending: dict[uuid.UUID, AsyncResult] = {}
 
     def free(self) -> int:
@@ -49,10 +51,10 @@ class CeleryQueue:
     def stop(self) -> None:
         """Nothing to stop: the tries on the broker stay for the workers."""
 
-    def send(self, ti_id: uuid.UUID, token: str) -> None:
-        """Publish one try."""
+    def send(self, ti_id: uuid.UUID) -> None:
+        """Publish one try with its token."""
         self._pending[ti_id] = self._app.send_task(
-            celery_app.TASK_NAME, args=[str(ti_id), token], queue=self._queue
+            celery_app.TASK_NAME, args=[str(ti_id), self._mint(ti_id)], queue=self._queue
         )
 
     async def finished(self, wait: float) -> list[base.Report]:
@@ -103,7 +105,7 @@ def live_workers(settings: Settings, *, timeout: float = 5.0) -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
-def start(settings: Settings) -> CeleryQueue:
-    """The Celery queue, once the broker answers."""
+def start(settings: Settings, mint: Callable[[uuid.UUID], str]) -> CeleryQueue:
+    """The Celery queue, once the broker answers; ``mint`` makes each try's token."""
     check_broker(settings)
-    return CeleryQueue(settings)
+    return CeleryQueue(settings, mint)

@@ -1,17 +1,20 @@
 """The local executor: N worker processes on this machine, under the scheduler.
 
 Each process is ``python -m taskexec.executors.worker``, started with the scheduler's
-settings in its environment. The executor writes it one try at a time on its stdin
-(tries wait in the database, not in a pipe, so a queued try is one a process is about
-to start), and reads its reports from a pipe of its own. A process that dies takes
-only its own pipes with it: the try it was running is ended as failed (or handed out
-again if it never started), and a replacement process is started, once per process.
-The scheduler process imports no worker code: the two sides meet only through pipes.
+settings in its environment. The executor writes it one try at a time on its stdin,
+and reads its reports from a pipe of its own. The pool takes up to twice as many tries
+as it has processes: the extra ones wait in one line, and the moment a process reports
+a try done it gets the next, with a token minted then, without waiting for the
+scheduler's next iteration. A process that dies takes only its own pipes with it: the
+try it was running is retried or failed (or handed out again if it never started), and
+a replacement process is started, once per process. The scheduler process imports no
+worker code: the two sides meet only through pipes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import IO
 
 from taskexec import config
@@ -29,8 +33,8 @@ from taskexec.executors import base
 from taskexec.wire import protocol, schemas
 
 WORKER_MODULE = "taskexec.executors.worker"
-# Tries held by one process at a time.
-PER_PROCESS = 1
+# Tries handed to the pool per live process: one running, and one waiting in line.
+PER_PROCESS = 2
 # How long shutdown waits for the processes to finish their try and exit.
 STOP_GRACE_SECONDS = 60.0
 
@@ -51,12 +55,16 @@ class _Process:
 class ProcessPool:
     """``count`` worker processes."""
 
-    def __init__(self, settings: config.Settings, count: int) -> None:
+    def __init__(
+        self, settings: config.Settings, count: int, mint: Callable[[uuid.UUID], str]
+    ) -> None:
         self._env = {**os.environ, **config.as_environment(settings)}
         self._count = count
+        self._mint = mint
         self._replacements_left = count
         self._hostname = socket.gethostname()
         self._processes: list[_Process] = []
+        self._waiting: collections.deque[uuid.UUID] = collections.deque()
 
     def start(self) -> None:
         """Start the processes."""
@@ -77,27 +85,40 @@ class ProcessPool:
         self._processes.append(_Process(popen, popen.stdin, read_end))
 
     def free(self) -> int:
-        """Room for more tries on the live processes."""
-        return sum(PER_PROCESS - len(p.held) for p in self._processes if p.alive())
+        """Room for more tries: ``PER_PROCESS`` per live process, less those in hand."""
+        live = sum(1 for p in self._processes if p.alive())
+        return live * PER_PROCESS - self.in_flight()
 
     def in_flight(self) -> int:
-        """Tries sent and not reported back yet."""
-        return sum(len(p.held) for p in self._processes)
+        """Tries handed to the pool and not reported back yet."""
+        return len(self._waiting) + sum(len(p.held) for p in self._processes)
 
     def alive(self) -> bool:
         """Whether any process is still running."""
         return any(p.alive() for p in self._processes)
 
-    def send(self, ti_id: uuid.UUID, token: str) -> None:
-        """Send one try to the live process that holds the fewest."""
-        target = min(
-            (p for p in self._processes if p.alive() and len(p.held) < PER_PROCESS),
-            key=lambda p: len(p.held),
-        )
-        line = json.dumps({"ti_id": str(ti_id), "token": token}) + "\n"
-        target.stdin.write(line.encode())
-        target.stdin.flush()
-        target.held.append(ti_id)
+    def send(self, ti_id: uuid.UUID) -> None:
+        """Take one try: an idle process starts it now, or it waits for the first that
+        reports."""
+        self._waiting.append(ti_id)
+        self._feed()
+
+    def _feed(self) -> None:
+        for process in self._processes:
+            if not self._waiting:
+                return
+            if process.held or not process.alive():
+                continue
+            ti_id = self._waiting.popleft()
+            # Minted now, not when the try was queued: a try may wait in line a while.
+            line = json.dumps({"ti_id": str(ti_id), "token": self._mint(ti_id)}) + "\n"
+            try:
+                process.stdin.write(line.encode())
+                process.stdin.flush()
+            except OSError:
+                self._waiting.appendleft(ti_id)  # it just died: _bury will see
+                continue
+            process.held.append(ti_id)
 
     async def finished(self, wait: float) -> list[base.Report]:
         """The tries reported back, and those of processes that died, since the last
@@ -108,6 +129,7 @@ class ProcessPool:
             reports += self._receive(process)
             if not process.alive():
                 reports += self._bury(process)
+        self._feed()
         return reports
 
     def _wait(self, wait: float) -> None:
@@ -164,8 +186,9 @@ class ProcessPool:
         self._processes.clear()
 
 
-def start(settings: config.Settings) -> ProcessPool:
-    """A started pool of ``TASKEXEC_LOCAL_WORKERS`` processes (default: one per CPU)."""
-    pool = ProcessPool(settings, settings.local_workers or os.cpu_count() or 1)
+def start(settings: config.Settings, mint: Callable[[uuid.UUID], str]) -> ProcessPool:
+    """A started pool of ``TASKEXEC_LOCAL_WORKERS`` processes (default: one per CPU);
+    ``mint`` makes each try's token when a process takes it."""
+    pool = ProcessPool(settings, settings.local_workers or os.cpu_count() or 1, mint)
     pool.start()
     return pool

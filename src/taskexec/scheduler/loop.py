@@ -45,15 +45,22 @@ def new_holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def start_executor(settings: config.Settings) -> base.Workers:
-    """The executor the settings name, started."""
+def start_executor(settings: config.Settings, signer: TokenSigner) -> base.Workers:
+    """The executor the settings name, started. A try's token lives as long as a token
+    does plus as long as a try may wait to be taken (after that it is handed out again,
+    with a new token)."""
+    lifetime = settings.jwt_expiration_seconds + int(settings.task_queued_timeout_seconds)
+
+    def mint(ti_id: uuid.UUID) -> str:
+        return signer.mint(ti_id, lifetime=lifetime)
+
     if settings.executor == "celery":
         from taskexec.executors import celery
 
-        return celery.start(settings)
+        return celery.start(settings, mint)
     from taskexec.executors import local
 
-    return local.start(settings)
+    return local.start(settings, mint)
 
 
 @dataclasses.dataclass
@@ -83,6 +90,7 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._requeue_others = False
         self._task: asyncio.Task[None] | None = None
+        self._renewed_at = 0.0
 
     @property
     def interval(self) -> float:
@@ -135,15 +143,10 @@ class Scheduler:
         """One iteration: renew the lease, and if this scheduler is the active one,
         schedule."""
         self.stats.iterations += 1
-        leader = await self.db.write(
-            scheduling.take_lease,
-            holder=self.holder,
-            executor=self.settings.executor,
-            ttl=1.5 * self.interval,
-        )
+        leader = await self._renew_lease()
         if leader and not self.leader:
             log.info("scheduler %s is now the active one", self.holder)
-            self._workers = await asyncio.to_thread(start_executor, self.settings)
+            self._workers = await asyncio.to_thread(start_executor, self.settings, self.signer)
             self.leader, self._requeue_others = True, True
         elif not leader and self.leader:
             log.warning("scheduler %s lost the lease; another one is active", self.holder)
@@ -153,6 +156,23 @@ class Scheduler:
         self.stats.led_iterations += 1
         await self._settle_reports()
         await self._schedule()
+
+    async def _renew_lease(self) -> bool:
+        """Whether this scheduler holds the lease. It is renewed (a write) at most every
+        half interval: iterations woken by workers come much more often than that, and
+        the lease lasts 1.5 intervals."""
+        now = time.monotonic()
+        if self.leader and now - self._renewed_at < self.interval / 2:
+            return True
+        leader = await self.db.write(
+            scheduling.take_lease,
+            holder=self.holder,
+            executor=self.settings.executor,
+            ttl=1.5 * self.interval,
+        )
+        if leader:
+            self._renewed_at = now
+        return leader
 
     async def _step_down(self, *, release: bool = True) -> None:
         was_leader, self.leader = self.leader, False
@@ -316,5 +336,5 @@ class Scheduler:
             return
         queued = await self.db.write(scheduling.queue, chosen, holder=self.holder)
         for ti_id in queued:
-            workers.send(ti_id, self.signer.mint(ti_id))
+            workers.send(ti_id)
         self.stats.tries_queued += len(queued)
