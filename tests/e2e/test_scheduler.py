@@ -5,21 +5,30 @@ fan-out and fan-in, a worker that goes silent, and cancel and clear on a running
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import os
+import signal
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from taskexec.config import Settings
+from taskexec.db import engine as db_engine
 from taskexec.db import models
+from taskexec.scheduler import loop
 from taskexec.sdk.dag import load_dags
 from taskexec.services import tries
 
 from conftest import LiveServer
-from helpers import report, run_with_scheduler, seed_dag_run
+from helpers import history_rows, report, run_with_scheduler, seed_dag_run
 
 INTERVAL = 0.2
 
@@ -260,3 +269,129 @@ def test_a_1000_task_fan_out_and_fan_in_finishes(
     rows = _current(sync_engine)
     last_work = max(r["end_date"] for (t, _), r in rows.items() if t == "work")
     assert rows[("end", -1)]["start_date"] >= last_work
+
+
+CANCEL_DAG = """
+import time
+from taskexec.sdk import Dag, PythonTask
+
+def long(context):
+    if context["try_number"] == 1:
+        time.sleep(60)
+
+def quick():
+    return 1
+
+with Dag("cancel") as dag:
+    PythonTask("long", python_callable=long, retries=2, retry_delay=0) >> PythonTask(
+        "after", python_callable=quick
+    )
+    PythonTask("other", python_callable=quick)
+"""
+
+
+@contextlib.contextmanager
+def _scheduler(settings: Settings) -> Iterator[None]:
+    """A scheduler running in a thread of its own for the block."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        async with db_engine.open_database(settings) as db:
+            scheduler = loop.Scheduler(db, settings)
+            box["scheduler"], box["loop"] = scheduler, asyncio.get_running_loop()
+            ready.set()
+            await scheduler.run()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield
+    finally:
+        box["loop"].call_soon_threadsafe(box["scheduler"].stop)
+        thread.join(timeout=90)
+
+
+def _wait_for(check: Any, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _run_state(engine: sa.Engine) -> str:
+    with engine.connect() as conn:
+        state: str = conn.execute(sa.select(models.dag_run.c.state)).scalar_one()
+    return state
+
+
+def test_cancel_and_clear_a_running_run(
+    live_server: LiveServer,
+    settings: Settings,
+    sync_engine: sa.Engine,
+    tmp_path: Path,
+    client: httpx.Client,
+) -> None:
+    dags = _dag_folder(tmp_path, "cancel", CANCEL_DAG)
+    run = seed_dag_run(settings, load_dags(dags)["cancel"])
+    api = f"/api/v1/dags/cancel/runs/{run.run_id}"
+    with _scheduler(_settings(settings, live_server, dags, 2)):
+        _wait_for(lambda: _current(sync_engine)[("long", -1)]["state"] == "running")
+        started = time.monotonic()
+        cancelled = client.patch(api, json={"state": "failed"})
+        assert cancelled.status_code == 200, cancelled.text
+        states = {t: r["state"] for (t, _), r in _current(sync_engine).items()}
+        assert states["long"] == "failed" and states["after"] == "skipped"
+        assert _run_state(sync_engine) == "failed"
+        # The worker is told by its next heartbeat (every 0.5 s) and stops the task.
+        log = next(tmp_path.rglob("task_id=long/map_index=-1/attempt=1.log"))
+        _wait_for(lambda: "stopped:" in log.read_text(), 20)
+        assert time.monotonic() - started < 20  # not the task's 60 s
+
+        cleared = client.post(f"{api}/clear", json={"task_ids": ["long"], "downstream": True})
+        assert cleared.status_code == 200 and cleared.json()["cleared"] == 2
+        _wait_for(lambda: _run_state(sync_engine) == "success")
+    rows = _current(sync_engine)
+    assert (rows[("long", -1)]["state"], rows[("long", -1)]["try_number"]) == ("success", 2)
+    assert rows[("after", -1)]["state"] == "success"
+    assert rows[("other", -1)]["try_number"] == 1  # not cleared
+
+
+SILENT_DAG = """
+import time
+from taskexec.sdk import Dag, PythonTask
+
+def work(context):
+    time.sleep(3 if context["try_number"] == 1 else 0)
+
+with Dag("silent") as dag:
+    PythonTask("work", python_callable=work, retries=1, retry_delay=0)
+"""
+
+
+def test_a_silent_worker_is_failed_by_heartbeat_and_its_late_calls_get_410(
+    live_server: LiveServer, settings: Settings, sync_engine: sa.Engine, tmp_path: Path
+) -> None:
+    """A worker frozen mid-task (SIGSTOP: alive, but no heartbeats) is presumed dead after
+    the heartbeat timeout: its try goes up_for_retry, the next try runs elsewhere and
+    succeeds. Woken up, the frozen worker's calls for its old try get 410: it stops."""
+    dags = _dag_folder(tmp_path, "silent", SILENT_DAG)
+    seed_dag_run(settings, load_dags(dags)["silent"])
+    quick = _settings(settings, live_server, dags, 2).model_copy(
+        update={"task_heartbeat_timeout_seconds": 2.0}
+    )
+    with _scheduler(quick):
+        _wait_for(lambda: _current(sync_engine)[("work", -1)]["state"] == "running")
+        first = _current(sync_engine)[("work", -1)]
+        os.kill(first["pid"], signal.SIGSTOP)
+        try:
+            _wait_for(lambda: _run_state(sync_engine) == "success", 30)
+        finally:
+            os.kill(first["pid"], signal.SIGCONT)
+        old = history_rows(sync_engine, first["id"])
+        assert [(h["try_number"], h["state"]) for h in old] == [(1, "up_for_retry")]
+        log = next(tmp_path.rglob("task_id=work/map_index=-1/attempt=1.log"))
+        _wait_for(lambda: "newer try replaced" in log.read_text(), 20)
+    rows = _current(sync_engine)
+    assert (rows[("work", -1)]["state"], rows[("work", -1)]["try_number"]) == ("success", 2)
