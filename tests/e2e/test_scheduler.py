@@ -320,6 +320,12 @@ def _wait_for(check: Any, seconds: float = 60) -> None:
         time.sleep(0.1)
 
 
+def _log(root: Path, task_id: str, try_number: int) -> str:
+    """The text of a try's log, or "" while it does not exist yet."""
+    found = list(root.rglob(f"task_id={task_id}/map_index=-1/attempt={try_number}.log"))
+    return found[0].read_text() if found else ""
+
+
 def _run_state(engine: sa.Engine) -> str:
     with engine.connect() as conn:
         state: str = conn.execute(sa.select(models.dag_run.c.state)).scalar_one()
@@ -345,8 +351,7 @@ def test_cancel_and_clear_a_running_run(
         assert states["long"] == "failed" and states["after"] == "skipped"
         assert _run_state(sync_engine) == "failed"
         # The worker is told by its next heartbeat (every 0.5 s) and stops the task.
-        log = next(tmp_path.rglob("task_id=long/map_index=-1/attempt=1.log"))
-        _wait_for(lambda: "stopped:" in log.read_text(), 20)
+        _wait_for(lambda: "stopped:" in _log(tmp_path, "long", 1), 20)
         assert time.monotonic() - started < 20  # not the task's 60 s
 
         cleared = client.post(f"{api}/clear", json={"task_ids": ["long"], "downstream": True})
@@ -391,7 +396,7 @@ def test_a_silent_worker_is_failed_by_heartbeat_and_its_late_calls_get_410(
             os.kill(first["pid"], signal.SIGCONT)
         old = history_rows(sync_engine, first["id"])
         assert [(h["try_number"], h["state"]) for h in old] == [(1, "up_for_retry")]
-        log = next(tmp_path.rglob("task_id=work/map_index=-1/attempt=1.log"))
-        _wait_for(lambda: "newer try replaced" in log.read_text(), 20)
+        # Woken, it writes its log (if it had not yet) and stops at its next call.
+        _wait_for(lambda: "newer try replaced" in _log(tmp_path, "work", 1), 20)
     rows = _current(sync_engine)
     assert (rows[("work", -1)]["state"], rows[("work", -1)]["try_number"]) == ("success", 2)
