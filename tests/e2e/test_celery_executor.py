@@ -3,12 +3,14 @@ a ``taskexec celery-worker`` subprocess runs the tries; the executor enqueues th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,46 @@ def test_celery_executor(
         "op_kwargs": {},
         "templates_dict": None,
     }
+
+
+def test_an_unreachable_broker_is_a_one_line_error_within_seconds() -> None:
+    from taskexec.executors import celery
+
+    with socket_on_a_closed_port() as port:
+        bad = Settings(celery_broker_url=f"redis://127.0.0.1:{port}/0")
+        started = time.monotonic()
+        with pytest.raises(celery.BrokerUnreachableError) as caught:
+            celery.check_broker(bad, timeout=2.0)
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    report(f"[celery] unreachable broker refused in {elapsed:.1f} s: {message}")
+    assert "\n" not in message and f"127.0.0.1:{port}" in message
+    assert elapsed < 10
+
+
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_no_live_worker_is_found_within_the_ping_timeout(broker: str) -> None:
+    from taskexec.executors import celery
+
+    url, port = BROKERS[broker]
+    if not _reachable(port):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{broker} is not reachable on 127.0.0.1:{port}")
+        pytest.skip(f"{broker} is not reachable on 127.0.0.1:{port}")
+    on_broker = Settings(celery_broker_url=url)
+    celery.check_broker(on_broker)
+    started = time.monotonic()
+    workers = celery.live_workers(on_broker, timeout=2.0)
+    elapsed = time.monotonic() - started
+    assert workers == []  # no `taskexec celery-worker` runs during this test
+    assert elapsed < 10, elapsed
+
+
+@contextlib.contextmanager
+def socket_on_a_closed_port() -> Iterator[int]:
+    """A port nothing listens on (bound, never listened, so connections are refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
