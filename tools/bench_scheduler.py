@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--workers", type=int, default=0, help="local worker processes (0: CPUs)")
     parser.add_argument("--interval", type=float, default=1.0, help="scheduler interval, s")
+    parser.add_argument(
+        "--part", choices=["chain", "throughput", "both"], default="both", help="what to measure"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dags = Path(tmp) / "dags"
@@ -109,7 +112,8 @@ def main() -> None:
         source = DAGS.format(chain=args.chain, runs=args.runs, tasks=args.tasks)
         (dags / "bench.py").write_text(source)
         loaded = load_dags(dags)
-        for part in ("chain", "throughput"):
+        parts = ("chain", "throughput") if args.part == "both" else (args.part,)
+        for part in parts:
             with scratch.fresh_database(args.backend, args.admin_url, workdir=Path(tmp)) as url:
                 settings = Settings(
                     database_url=url,

@@ -168,6 +168,7 @@ class ActiveRun:
     run_after: dt.datetime
     start_date: dt.datetime | None
     spec: wire_schemas.DagSpec | None
+    clear_number: int = 0
 
 
 @dataclasses.dataclass

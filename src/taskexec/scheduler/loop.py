@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
+from typing import Any
 
 from taskexec import config, errors, schemas
 from taskexec.db import engine as db_engine
@@ -91,6 +92,10 @@ class Scheduler:
         self._requeue_others = False
         self._task: asyncio.Task[None] | None = None
         self._renewed_at = 0.0
+        # Parsed specs of the active runs, and each running run's digest at its last plan.
+        self._specs: dict[int, wire_schemas.DagSpec | None] = {}
+        self._digests: dict[int, frozenset[tuple[Any, ...]]] = {}
+        self._all_planned_at = 0.0
 
     @property
     def interval(self) -> float:
@@ -148,6 +153,7 @@ class Scheduler:
             log.info("scheduler %s is now the active one", self.holder)
             self._workers = await asyncio.to_thread(start_executor, self.settings, self.signer)
             self.leader, self._requeue_others = True, True
+            self._digests, self._all_planned_at = {}, 0.0  # plan every run at first
         elif not leader and self.leader:
             log.warning("scheduler %s lost the lease; another one is active", self.holder)
             await self._step_down(release=False)
@@ -191,25 +197,39 @@ class Scheduler:
             self._reports.pop(0)
 
     async def _schedule(self) -> None:
+        """Plan the runs whose tries changed since their last plan (by the database's
+        digest of their states), and every running run once per interval (retries that
+        came due, silent workers, timeouts); then hand out scheduled tries. A wake-up by
+        a worker's report so costs what changed, not what is active."""
         now = dt.datetime.now(dt.UTC)
-        runs = await self.db.read(scheduling.active_runs)
+        runs = await self.db.read(scheduling.active_runs, specs=self._specs)
+        for gone in self._specs.keys() - {r.pk for r in runs}:
+            del self._specs[gone]
         await self._start_runs(runs)
-        running = {(r.dag_id, r.run_id): r for r in runs if r.state == DagRunState.RUNNING}
-        tries = await self.db.read(scheduling.tries_of_running_runs)
-        by_run: dict[tuple[str, str], list[schemas.TryRow]] = {key: [] for key in running}
+        running = {r.pk: r for r in runs if r.state == DagRunState.RUNNING}
+        digests = await self.db.read(scheduling.run_digests)
+        every = time.monotonic() - self._all_planned_at >= self.interval
+        stale = [pk for pk in running if every or digests.get(pk) != self._digests.get(pk)]
+        tries = await self.db.read(scheduling.tries_of_runs, stale) if stale else []
+        by_run: dict[tuple[str, str], list[schemas.TryRow]] = {}
         for t in tries:
             by_run.setdefault((t.dag_id, t.run_id), []).append(t)
-        await self._requeue(running, tries, now)
-        ready: list[uuid.UUID] = []
-        for key, run in running.items():
+        if every:
+            self._all_planned_at = time.monotonic()
+            await self._requeue(running, tries, now)
+        self._digests = {pk: d for pk, d in self._digests.items() if pk in running}
+        for pk in stale:
+            run = running[pk]
             plan = rules.plan_run(
                 run,
-                by_run[key],
+                by_run.get((run.dag_id, run.run_id), []),
                 now=now,
                 heartbeat_timeout=self.settings.task_heartbeat_timeout_seconds,
             )
-            ready += await self._apply(run, plan)
-        await self._dispatch(running, tries, ready)
+            await self._apply(run, plan)
+            if pk in digests:
+                self._digests[pk] = digests[pk]
+        await self._dispatch(running)
 
     async def _start_runs(self, runs: Sequence[schemas.ActiveRun]) -> None:
         """queued → running, oldest first, within each dag's max_active_runs."""
@@ -229,17 +249,17 @@ class Scheduler:
 
     async def _requeue(
         self,
-        running: dict[tuple[str, str], schemas.ActiveRun],
+        running: dict[int, schemas.ActiveRun],
         tries: Sequence[schemas.TryRow],
         now: dt.datetime,
     ) -> None:
         """Hand out again the tries no worker started in time, and (once, on taking
         over) those a scheduler that is gone had handed out."""
+        with_spec = {(r.dag_id, r.run_id) for r in running.values() if r.spec is not None}
         queued = [
             t.id
             for t in tries
-            if t.state == TaskInstanceState.QUEUED
-            and running[(t.dag_id, t.run_id)].spec is not None
+            if t.state == TaskInstanceState.QUEUED and (t.dag_id, t.run_id) in with_spec
         ]
         if not queued:
             self._requeue_others = False
@@ -250,12 +270,12 @@ class Scheduler:
             await self.db.write(scheduling.requeue, queued, not_by=self.holder)
             self._requeue_others = False
 
-    async def _apply(self, run: schemas.ActiveRun, plan: rules.Plan) -> list[uuid.UUID]:
-        """Carry out one run's plan; returns the tries it scheduled."""
+    async def _apply(self, run: schemas.ActiveRun, plan: rules.Plan) -> None:
+        """Carry out one run's plan."""
         if plan.run_timed_out:
             log.warning("dag run %s %s timed out", run.dag_id, run.run_id)
             await self.db.write(run_actions.cancel_run, dag_id=run.dag_id, run_id=run.run_id)
-            return []
+            return
         await self._end_tries(plan)
         if plan.ready or plan.retries_due or plan.skipped or plan.upstream_failed:
             await self.db.write(
@@ -265,10 +285,10 @@ class Scheduler:
                 skipped=plan.skipped,
                 upstream_failed=plan.upstream_failed,
             )
-        if plan.final_state is not None:
-            await self.db.write(dag_runs.end_run, pk=run.pk, state=plan.final_state)
+        if plan.final_state is not None and await self.db.write(
+            dag_runs.end_run, pk=run.pk, state=plan.final_state, clear_number=run.clear_number
+        ):
             log.info("dag run %s %s: %s", run.dag_id, run.run_id, plan.final_state)
-        return plan.ready + plan.retries_due
 
     async def _end_tries(self, plan: rules.Plan) -> None:
         """Fail (or retry) the tries whose worker went silent or that ran too long."""
@@ -297,41 +317,24 @@ class Scheduler:
                     started_before=ending.started_before,
                 )
 
-    async def _dispatch(
-        self,
-        running: dict[tuple[str, str], schemas.ActiveRun],
-        tries: Sequence[schemas.TryRow],
-        ready: Sequence[uuid.UUID],
-    ) -> None:
+    async def _dispatch(self, running: dict[int, schemas.ActiveRun]) -> None:
         """Hand scheduled tries to the executor: oldest run first, within each dag's
         max_active_tasks and the executor's free slots."""
         workers = self._workers
-        if workers is None:
+        free = workers.free() if workers is not None else 0
+        if workers is None or free <= 0:
             return
-        just_scheduled = set(ready)
-        candidates = [
-            t
-            for t in tries
-            if (t.state == TaskInstanceState.SCHEDULED or t.id in just_scheduled)
-            and running[(t.dag_id, t.run_id)].spec is not None
-        ]
-        order = {key: n for n, key in enumerate(running)}
-        candidates.sort(key=lambda t: (order[(t.dag_id, t.run_id)], t.task_id, t.map_index))
-        active = Counter(
-            t.dag_id
-            for t in tries
-            if t.state in (TaskInstanceState.QUEUED, TaskInstanceState.RUNNING)
-        )
-        free, chosen = workers.free(), []
+        limits = {r.dag_id: r.spec.max_active_tasks for r in running.values() if r.spec}
+        active = Counter(await self.db.read(scheduling.active_tasks))
+        full = sorted(dag for dag, limit in limits.items() if active[dag] >= limit)
+        candidates = await self.db.read(scheduling.scheduled_tries, limit=free, skip_dags=full)
+        with_spec = {(r.dag_id, r.run_id) for r in running.values() if r.spec is not None}
+        chosen = []
         for t in candidates:
-            spec = running[(t.dag_id, t.run_id)].spec
-            if free <= 0:
-                break
-            if spec is not None and active[t.dag_id] >= spec.max_active_tasks:
+            if (t.dag_id, t.run_id) not in with_spec or active[t.dag_id] >= limits[t.dag_id]:
                 continue
             chosen.append(t.id)
             active[t.dag_id] += 1
-            free -= 1
         if not chosen:
             return
         queued = await self.db.write(scheduling.queue, chosen, holder=self.holder)

@@ -220,13 +220,19 @@ async def start_runs(conn: AsyncConnection, *, pks: Sequence[int]) -> int:
     return result.rowcount
 
 
-async def end_run(conn: AsyncConnection, *, pk: int, state: DagRunState) -> bool:
+async def end_run(
+    conn: AsyncConnection, *, pk: int, state: DagRunState, clear_number: int | None = None
+) -> bool:
     """running (or queued) → success or failed, with the end date; False if the run had
-    already left those states."""
+    already left those states. ``clear_number``: the scheduler's plan was made before a
+    clear if the run's count moved on since, and then the run is not ended."""
     active = (DagRunState.QUEUED, DagRunState.RUNNING)
+    where = [models.dag_run.c.id == pk, models.dag_run.c.state.in_(active)]
+    if clear_number is not None:
+        where.append(models.dag_run.c.clear_number == clear_number)
     result = await conn.execute(
         sa.update(models.dag_run)
-        .where(models.dag_run.c.id == pk, models.dag_run.c.state.in_(active))
+        .where(*where)
         .values(state=state, end_date=types.utcnow())
         .execution_options(preserve_rowcount=True)
     )

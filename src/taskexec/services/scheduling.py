@@ -1,7 +1,9 @@
 """What the scheduler reads and the transitions it owns.
 
-The scheduler's lease (which scheduler is the active one), the active runs and their
-task instances in one read, and the task-instance transitions only the scheduler makes:
+The scheduler's lease (which scheduler is the active one), what it reads (the active
+runs, a per-run digest of their tries' states counted by the database, the tries of the
+runs whose digest changed, the scheduled tries to hand out), and the task-instance
+transitions only the scheduler makes:
 no status or up_for_retry → scheduled, no status → skipped or upstream_failed, scheduled
 → queued (handed to an executor) and queued → scheduled (handed out too long ago, or by
 a scheduler that is gone). Each is one conditional UPDATE over a batch of ids
@@ -15,7 +17,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +32,7 @@ ti = models.task_instance
 lease = models.scheduler_lease
 
 LEASE_NAME = "scheduler"
+_Id = TypeVar("_Id", uuid.UUID, int)
 # Ids per statement: well under every database's limit on bound parameters.
 BATCH = 500
 
@@ -96,21 +99,31 @@ async def current_lease(conn: AsyncConnection) -> Lease | None:
     return Lease(row.holder, row.executor, row.expires_at) if row is not None else None
 
 
-async def active_runs(conn: AsyncConnection) -> list[schemas.ActiveRun]:
-    """The queued and running dag runs, oldest first."""
-    rows = await conn.execute(
-        sa.select(
-            dr.c.id,
-            dr.c.dag_id,
-            dr.c.run_id,
-            dr.c.state,
-            dr.c.run_after,
-            dr.c.start_date,
-            dr.c.spec,
+async def active_runs(
+    conn: AsyncConnection, *, specs: dict[int, wire_schemas.DagSpec | None]
+) -> list[schemas.ActiveRun]:
+    """The queued and running dag runs, oldest first. ``specs`` holds the runs' parsed
+    specs by run pk (a run's spec never changes): only the runs it lacks are read and
+    parsed, and added to it."""
+    rows = (
+        await conn.execute(
+            sa.select(
+                dr.c.id,
+                dr.c.dag_id,
+                dr.c.run_id,
+                dr.c.state,
+                dr.c.run_after,
+                dr.c.start_date,
+                dr.c.clear_number,
+            )
+            .where(dr.c.state.in_((DagRunState.QUEUED, DagRunState.RUNNING)))
+            .order_by(dr.c.run_after, dr.c.id)
         )
-        .where(dr.c.state.in_((DagRunState.QUEUED, DagRunState.RUNNING)))
-        .order_by(dr.c.run_after, dr.c.id)
-    )
+    ).all()
+    missing = [row.id for row in rows if row.id not in specs]
+    for batch in _batches(missing):
+        for pk, spec in await conn.execute(sa.select(dr.c.id, dr.c.spec).where(dr.c.id.in_(batch))):
+            specs[pk] = wire_schemas.DagSpec.model_validate(spec) if spec is not None else None
     return [
         schemas.ActiveRun(
             pk=row.id,
@@ -119,26 +132,77 @@ async def active_runs(conn: AsyncConnection) -> list[schemas.ActiveRun]:
             state=row.state,
             run_after=row.run_after,
             start_date=row.start_date,
-            spec=wire_schemas.DagSpec.model_validate(row.spec) if row.spec is not None else None,
+            clear_number=row.clear_number,
+            spec=specs.get(row.id),
         )
         for row in rows
     ]
 
 
 _TRY_COLUMNS = [c.name for c in dataclasses.fields(schemas.TryRow)]
+_OF_RUNNING_RUN = sa.and_(
+    dr.c.dag_id == ti.c.dag_id, dr.c.run_id == ti.c.run_id, dr.c.state == DagRunState.RUNNING
+)
 
 
-async def tries_of_running_runs(conn: AsyncConnection) -> list[schemas.TryRow]:
-    """The current try of every task instance of every running run."""
+async def run_digests(conn: AsyncConnection) -> dict[int, frozenset[tuple[Any, ...]]]:
+    """Per running run (by pk): how many of its tries are in each state, and their try
+    numbers summed. Counted by the database, so it costs the scheduler little whatever
+    the number of tries: a run whose digest did not change needs no new plan."""
     rows = await conn.execute(
-        sa.select(*(ti.c[name] for name in _TRY_COLUMNS))
-        .join(dr, sa.and_(dr.c.dag_id == ti.c.dag_id, dr.c.run_id == ti.c.run_id))
-        .where(dr.c.state == DagRunState.RUNNING)
+        sa.select(dr.c.id, ti.c.state, sa.func.count(), sa.func.sum(ti.c.try_number))
+        .select_from(ti)
+        .join(dr, _OF_RUNNING_RUN)
+        .group_by(dr.c.id, ti.c.state)
     )
-    return [schemas.TryRow(**row._mapping) for row in rows]
+    digests: dict[int, set[tuple[Any, ...]]] = {}
+    for pk, state, count, tries in rows:
+        digests.setdefault(pk, set()).add((state, count, int(tries)))
+    return {pk: frozenset(digest) for pk, digest in digests.items()}
 
 
-def _batches(ids: Sequence[uuid.UUID]) -> list[Sequence[uuid.UUID]]:
+async def tries_of_runs(conn: AsyncConnection, pks: Sequence[int]) -> list[schemas.TryRow]:
+    """The current try of every task instance of the running runs ``pks``."""
+    found: list[schemas.TryRow] = []
+    for batch in _batches(pks):
+        rows = await conn.execute(
+            sa.select(*(ti.c[name] for name in _TRY_COLUMNS))
+            .join(dr, _OF_RUNNING_RUN)
+            .where(dr.c.id.in_(batch))
+        )
+        found += [schemas.TryRow(**row._mapping) for row in rows]
+    return found
+
+
+async def active_tasks(conn: AsyncConnection) -> dict[str, int]:
+    """Queued and running tries of running runs, per dag (for ``max_active_tasks``)."""
+    rows = await conn.execute(
+        sa.select(ti.c.dag_id, sa.func.count())
+        .join(dr, _OF_RUNNING_RUN)
+        .where(ti.c.state.in_((TaskInstanceState.QUEUED, TaskInstanceState.RUNNING)))
+        .group_by(ti.c.dag_id)
+    )
+    return {dag_id: count for dag_id, count in rows}
+
+
+async def scheduled_tries(
+    conn: AsyncConnection, *, limit: int, skip_dags: Sequence[str] = ()
+) -> list[schemas.TryRow]:
+    """Up to ``limit`` scheduled tries of running runs, in the order they are handed
+    out: oldest run first, then by task. ``skip_dags``: dags at their max_active_tasks."""
+    query = (
+        sa.select(*(ti.c[name] for name in _TRY_COLUMNS))
+        .join(dr, _OF_RUNNING_RUN)
+        .where(ti.c.state == TaskInstanceState.SCHEDULED)
+        .order_by(dr.c.run_after, dr.c.id, ti.c.task_id, ti.c.map_index)
+        .limit(limit)
+    )
+    if skip_dags:
+        query = query.where(ti.c.dag_id.not_in(skip_dags))
+    return [schemas.TryRow(**row._mapping) for row in await conn.execute(query)]
+
+
+def _batches(ids: Sequence[_Id]) -> list[Sequence[_Id]]:
     return [ids[n : n + BATCH] for n in range(0, len(ids), BATCH)]
 
 
