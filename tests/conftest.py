@@ -23,8 +23,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from taskexec.config import Settings
-from taskexec.db import engine as db_engine
-from taskexec.db import migrate, scratch
+from taskexec.db import connect, migrate, scratch
 from taskexec.server.app import create_app
 from taskexec.server.background import background_server
 
@@ -69,7 +68,7 @@ def pg_template() -> Iterator[str]:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    migrated = db_engine.make_sync_engine(url, Settings())
+    migrated = connect.make_sync_engine(url, Settings())
     migrate.upgrade(migrated)
     migrated.dispose()
     yield name
@@ -103,7 +102,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def backend(db_url: str) -> str:
     """sqlite, postgresql or mysql."""
-    return db_engine.sync_url(db_url).get_backend_name()
+    return connect.sync_url(db_url).get_backend_name()
 
 
 @pytest.fixture
@@ -124,7 +123,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def sync_engine(settings: Settings) -> Iterator[sa.Engine]:
     """A sync engine on the test database, for assertions on what was stored."""
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
+    engine = connect.make_sync_engine(settings.effective_database_url, settings)
     yield engine
     engine.dispose()
 

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     db_retry_base_delay_seconds: float = Field(default=0.02, ge=0)
     db_retry_after_seconds: int = Field(default=1, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # Every wait is bounded. A request gets its answer within this (at worst 503 with
+    # Retry-After), kept below the worker SDK's 5 s client timeout; each transaction,
+    # with its retries, gets a little less, and the database is told to give up on a
+    # statement or a lock wait after as long (statement_timeout, lock_timeout,
+    # innodb_lock_wait_timeout, max_statement_time, SQLite's busy timeout).
+    request_timeout_seconds: float = Field(default=4.0, gt=0)
+    # Logging, the same in every process: "text" lines, or "json" (one object a line).
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
 
     # Empty means: generate once, keep in ``data_dir/jwt_secret`` with mode 0600.
     jwt_secret: SecretStr = SecretStr("")
@@ -102,6 +112,13 @@ class Settings(BaseSettings):
     # Celery broker (redis:// or amqp://).
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_queue: str = "taskexec"
+
+    @property
+    def transaction_timeout_seconds(self) -> float:
+        """How long one transaction (with its retries) may take: the request deadline
+        less a margin, so that database trouble is answered as such before the request
+        deadline's own 503."""
+        return max(0.1, self.request_timeout_seconds * 0.9)
 
     @property
     def effective_database_url(self) -> str:

@@ -24,8 +24,8 @@ import pytest
 import sqlalchemy as sa
 
 from taskexec.config import Settings
+from taskexec.db import connect, models
 from taskexec.db import engine as db_engine
-from taskexec.db import models
 from taskexec.security import TokenSigner
 from taskexec.server import pruner
 from taskexec.server.app import create_app
@@ -57,7 +57,7 @@ def _creator(
 
     async def go() -> None:
         db = db_engine.Database(
-            db_engine.make_engine(settings.effective_database_url, settings), settings
+            connect.make_engine(settings.effective_database_url, settings), settings
         )
         try:
             for n in itertools.count():
@@ -212,7 +212,7 @@ def test_first_writes_of_new_runs_while_the_server_prunes(
 def _final_prune(settings: Settings) -> pruner.PruneResult:
     async def go() -> pruner.PruneResult:
         db = db_engine.Database(
-            db_engine.make_engine(settings.effective_database_url, settings), settings
+            connect.make_engine(settings.effective_database_url, settings), settings
         )
         try:
             return await pruner.prune_rendered_fields(

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from taskexec import cli
 from taskexec.config import Settings
+from taskexec.db import connect, models
 from taskexec.db import engine as db_engine
-from taskexec.db import models
 from taskexec.server import pruner
 from taskexec.server.app import create_app
 from taskexec.services import dag_runs, rendered_fields
@@ -31,7 +31,7 @@ Run = tuple[str, str]  # (dag_id, run_id)
 
 def _database(settings: Settings) -> db_engine.Database:
     return db_engine.Database(
-        db_engine.make_engine(settings.effective_database_url, settings), settings
+        connect.make_engine(settings.effective_database_url, settings), settings
     )
 
 

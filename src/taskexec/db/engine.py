@@ -1,9 +1,9 @@
-"""Engines and the transaction owner.
+"""The transaction owner.
 
-``make_engine`` does the per-dialect setup (SQLite pragmas and ``BEGIN IMMEDIATE``,
-MySQL isolation, pools). ``Database`` owns transactions: every entry point runs its
-work through ``Database.write`` or ``Database.read``, which begin, commit and, for
-retryable database trouble only, retry the whole transaction.
+``Database`` owns transactions: every entry point runs its work through
+``Database.write`` or ``Database.read``, which begin, commit and, for retryable
+database trouble only, retry the whole transaction, all within a deadline. The engines
+it runs on are made by ``db.connect``.
 """
 
 from __future__ import annotations
@@ -11,166 +11,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import logging
 import random
-import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from taskexec import errors
 from taskexec.config import Settings
+from taskexec.db import connect
 from taskexec.db import errors as db_errors
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Execution option read by the SQLite "begin" hook: read-only transactions use a
-# deferred BEGIN so they do not queue behind writers.
-READ_ONLY_OPTION = "taskexec_read_only"
-
-_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "psycopg", "mysql": "aiomysql"}
-_SYNC_DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg", "mysql": "pymysql"}
-
-
-def _backend(url: URL) -> str:
-    name = url.get_backend_name()
-    return "mysql" if name == "mariadb" else name
-
-
-def _with_driver(url: str | URL, drivers: dict[str, str]) -> URL:
-    parsed = make_url(url)
-    backend = _backend(parsed)
-    if backend not in drivers:
-        raise ValueError(f"unsupported database {backend!r}: use sqlite, postgresql or mysql")
-    parsed = parsed.set(drivername=f"{backend}+{drivers[backend]}")
-    if backend == "mysql" and "charset" not in parsed.query:
-        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    return parsed
-
-
-def async_url(url: str | URL) -> URL:
-    """The URL with the async driver this project uses for its backend."""
-    return _with_driver(url, _ASYNC_DRIVERS)
-
-
-def sync_url(url: str | URL) -> URL:
-    """The URL with the sync driver (Alembic and the CLI's admin commands use it)."""
-    return _with_driver(url, _SYNC_DRIVERS)
-
-
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    if url.database and url.database != ":memory:":
-        return Path(url.database)
-    return None
-
-
-def _engine_kwargs(url: URL, settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "json_serializer": _json_dumps,
-        "json_deserializer": orjson.loads,
-    }
-    backend = _backend(url)
-    if backend == "sqlite":
-        path = _sqlite_file(url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # The Python driver's own timeout must not undercut busy_timeout.
-        kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout_ms / 1000}
-        kwargs["pool_size"] = settings.db_pool_size
-        kwargs["max_overflow"] = settings.db_max_overflow
-        kwargs["pool_timeout"] = settings.db_pool_timeout_seconds
-    else:
-        kwargs["pool_size"] = settings.db_pool_size
-        kwargs["max_overflow"] = settings.db_max_overflow
-        kwargs["pool_timeout"] = settings.db_pool_timeout_seconds
-        kwargs["pool_recycle"] = 1800
-    if backend == "mysql":
-        # READ COMMITTED avoids InnoDB gap locks, the usual source of upsert deadlocks.
-        kwargs["isolation_level"] = "READ COMMITTED"
-    return kwargs
-
-
-def _install_sqlite_hooks(sync_engine: sa.Engine, settings: Settings) -> None:
-    @event.listens_for(sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Hand transaction control to our "begin" hook instead of the driver's
-        # implicit BEGIN, which is DEFERRED and would let two writers both read
-        # and then fail to upgrade their locks (SQLITE_BUSY without waiting).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.close()
-
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-
-def _install_idle_pre_ping(sync_engine: sa.Engine, idle_seconds: float) -> None:
-    """Ping a pooled connection on checkout if it sat idle for over ``idle_seconds``.
-
-    SQLAlchemy's own ``pool_pre_ping`` pings on every checkout: one extra round trip
-    per request. Raising DisconnectionError makes the pool drop the connection and try
-    a fresh one, as the built-in pre-ping does.
-    """
-
-    @event.listens_for(sync_engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info["checked_in_at"] = time.monotonic()
-
-    @event.listens_for(sync_engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        idle_since = record.info.get("checked_in_at")
-        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
-            return  # a new connection, or one back from work a moment ago
-        try:
-            alive = sync_engine.dialect.do_ping(dbapi_connection)
-        except Exception as exc:
-            raise sa.exc.DisconnectionError() from exc
-        if not alive:
-            raise sa.exc.DisconnectionError()
-
-
-def make_engine(url: str | URL, settings: Settings) -> AsyncEngine:
-    """An async engine for ``url`` with this project's per-dialect setup."""
-    parsed = async_url(url)
-    engine = create_async_engine(parsed, **_engine_kwargs(parsed, settings))
-    if _backend(parsed) == "sqlite":
-        _install_sqlite_hooks(engine.sync_engine, settings)
-    if settings.db_pool_pre_ping:
-        _install_idle_pre_ping(engine.sync_engine, settings.db_pool_pre_ping_idle_seconds)
-    return engine
-
-
-def make_sync_engine(url: str | URL, settings: Settings) -> sa.Engine:
-    """A sync engine with the same setup, for migrations and admin commands."""
-    parsed = sync_url(url)
-    kwargs = _engine_kwargs(parsed, settings)
-    for key in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle"):
-        kwargs.pop(key, None)
-    kwargs["poolclass"] = sa.pool.NullPool
-    engine = sa.create_engine(parsed, **kwargs)
-    if _backend(parsed) == "sqlite":
-        _install_sqlite_hooks(engine, settings)
-    return engine
-
 
 P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -192,6 +50,10 @@ def retry_name(name: str) -> Callable[[F], F]:
     return declare
 
 
+def _name_of(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, _RETRY_NAME, None) or getattr(fn, "__name__", "?"))
+
+
 class Database:
     """The transaction owner for every entry point: routes, the CLI, executors, loops.
 
@@ -199,13 +61,15 @@ class Database:
     commit before returning, so a caller that got a result knows the write is durable.
     Deadlocks, serialization failures, SQLite busy/locked and lost connections are
     retried here, a bounded number of times with jitter, and nowhere else. A value the
-    database refuses becomes ``errors.InvalidValueError`` (422).
+    database refuses becomes ``errors.InvalidValueError`` (422). Each transaction, with
+    its retries, ends within ``deadline`` seconds, or the caller gets
+    ``errors.DatabaseUnavailableError`` (503 with Retry-After) at that moment.
     """
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
         self.settings = settings
-        self._read_engine = engine.execution_options(**{READ_ONLY_OPTION: True})
+        self._read_engine = engine.execution_options(**{connect.READ_ONLY_OPTION: True})
         # Test hook: awaited inside a write transaction just before it commits.
         self.before_commit: Callable[[str], Awaitable[None]] | None = None
         # SQLite admits one writer at a time. Queueing this process's writers here,
@@ -216,16 +80,20 @@ class Database:
         # that callers, tests and operators can see what the retry loop absorbed.
         # Touched only when retrying, so it costs nothing on the happy path.
         self.retries: collections.Counter[str] = collections.Counter()
+        # Every transaction, with its retries, ends within this many seconds.
+        self.deadline = settings.transaction_timeout_seconds
+        # Transactions given up on at the deadline, being cancelled (kept referenced).
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         """A transaction owner on the configured database."""
-        return cls(make_engine(settings.effective_database_url, settings), settings)
+        return cls(connect.make_engine(settings.effective_database_url, settings), settings)
 
     @property
     def dialect(self) -> str:
         """The backend name: sqlite, postgresql or mysql."""
-        return _backend(self._engine.url)
+        return connect.backend_of(self._engine.url)
 
     def retries_of(self, name: str) -> int:
         """How many transactions declared under ``name`` were retried so far."""
@@ -233,20 +101,64 @@ class Database:
 
     async def write(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a write transaction and commit it."""
-        if self._write_lock is None:
-            return await self._run(self._engine, True, fn, *args, **kwargs)
-        async with self._write_lock:
-            return await self._run(self._engine, True, fn, *args, **kwargs)
+        return await self._run(self._engine, True, fn, *args, **kwargs)
 
     async def read(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a read-only transaction."""
         return await self._run(self._read_engine, False, fn, *args, **kwargs)
 
+    def within(self, seconds: float) -> Database:
+        """This transaction owner with a shorter deadline (``/health`` answers within
+        one second); it shares the engine, the write queue and the retry counts."""
+        bounded = copy.copy(self)
+        bounded.deadline = min(seconds, self.deadline)
+        return bounded
+
     async def _run(
         self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        """The transaction, within the deadline. Past it the caller gets
+        ``DatabaseUnavailableError`` at once, while the transaction is cancelled in the
+        background: a driver may take seconds to cancel a statement on a database that
+        does not answer, and the caller's answer must not wait for that."""
+        work = asyncio.ensure_future(self._attempts(engine, write, fn, *args, **kwargs))
+        try:
+            done, _ = await asyncio.wait((work,), timeout=self.deadline)
+        except asyncio.CancelledError:
+            work.cancel()  # the caller is gone (a client that hung up): so is its work
+            raise
+        if done:
+            return work.result()
+        work.cancel()
+        self._abandoned.add(work)
+        work.add_done_callback(self._forget)
+        name = _name_of(fn)
+        self.retries[f"{name}:deadline"] += 1
+        log.warning(
+            "transaction %s did not finish within %.1f s: answered 503", name, self.deadline
+        )
+        raise errors.DatabaseUnavailableError(
+            f"The database did not answer within {self.deadline:g} seconds; try again."
+        )
+
+    def _forget(self, work: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(work)
+        if not work.cancelled() and work.exception() is not None:
+            log.info("a transaction given up on ended with: %s", work.exception())
+
+    async def _attempts(
+        self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if write and self._write_lock is not None:
+            async with self._write_lock:
+                return await self._retrying(engine, write, fn, *args, **kwargs)
+        return await self._retrying(engine, write, fn, *args, **kwargs)
+
+    async def _retrying(
+        self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         attempts = self.settings.db_retry_attempts
-        name = str(getattr(fn, _RETRY_NAME, None) or getattr(fn, "__name__", "?"))
+        name = _name_of(fn)
         for attempt in range(1, attempts + 1):
             try:
                 async with engine.begin() as conn:

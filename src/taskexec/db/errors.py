@@ -33,6 +33,7 @@ _PG_RETRYABLE = {
     "57P02",  # crash_shutdown
     "57P03",  # cannot_connect_now
     "53300",  # too_many_connections
+    "57014",  # query_canceled: statement_timeout (the bound on every statement)
 }
 _PG_RETRYABLE_CLASSES = ("08",)  # connection exceptions
 _PG_BAD_DATA_CLASSES = ("22",)  # data exceptions
@@ -48,6 +49,8 @@ _MYSQL_RETRYABLE = {
     2006,  # CR_SERVER_GONE_ERROR
     2013,  # CR_SERVER_LOST
     4031,  # ER_CLIENT_INTERACTION_TIMEOUT
+    1969,  # ER_STATEMENT_TIMEOUT (MariaDB's max_statement_time)
+    3024,  # ER_QUERY_TIMEOUT (MySQL's max_execution_time)
 }
 _MYSQL_BAD_DATA = {
     1366,  # ER_TRUNCATED_WRONG_VALUE_FOR_FIELD (bad string for the charset)
@@ -171,3 +174,11 @@ def describe(exc: BaseException) -> str:
     if name := constraint_name(exc):
         parts.append(f"constraint={name}")
     return " ".join(parts)
+
+
+def summary(exc: BaseException) -> str:
+    """One log line about any failure: ``describe`` for a database error (never the
+    statement), else the exception's class and message."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return describe(exc)
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

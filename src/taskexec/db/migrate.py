@@ -14,8 +14,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from taskexec.config import Settings
-from taskexec.db import engine as db_engine
-from taskexec.db import models
+from taskexec.db import connect, models
 
 SCRIPT_LOCATION = "taskexec:migrations"
 
@@ -33,7 +32,7 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 def sync_engine(settings: Settings, url: str | None = None) -> Iterator[sa.Engine]:
     """A short-lived sync engine on ``url`` (default: the configured database) for
     schema work, disposed on exit."""
-    engine = db_engine.make_sync_engine(url or settings.effective_database_url, settings)
+    engine = connect.make_sync_engine(url or settings.effective_database_url, settings)
     try:
         yield engine
     finally:

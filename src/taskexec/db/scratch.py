@@ -14,20 +14,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from taskexec.config import Settings
-from taskexec.db import engine as db_engine
-from taskexec.db import migrate
+from taskexec.db import connect, migrate
 
 
 def admin_engine(url: str) -> sa.Engine:
     """An autocommit engine for CREATE/DROP DATABASE."""
     return sa.create_engine(
-        db_engine.sync_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        connect.sync_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
     )
 
 
 def server_version(url: str) -> str:
     """The database server's version string."""
-    backend = db_engine.sync_url(url).get_backend_name()
+    backend = connect.sync_url(url).get_backend_name()
     if backend == "sqlite":
         import sqlite3
 
@@ -78,7 +77,7 @@ def fresh_database(
 
 
 def _migrate(url: str) -> None:
-    engine = db_engine.make_sync_engine(url, Settings())
+    engine = connect.make_sync_engine(url, Settings())
     try:
         migrate.upgrade(engine)
     finally:

@@ -26,8 +26,8 @@ import httpx
 from pydantic import SecretStr
 
 from taskexec.config import Settings
+from taskexec.db import connect, scratch, types
 from taskexec.db import engine as db_engine
-from taskexec.db import scratch, types
 from taskexec.race import databases, loadgen
 from taskexec.security import TokenSigner
 from taskexec.services import dag_runs, rendered_fields
@@ -189,7 +189,7 @@ def measure_raw(
     no app. The ceiling the API is measured against."""
     fields = json.loads(body)
     # A sync engine without a pool: each thread holds one connection for the run.
-    engine = db_engine.make_sync_engine(settings.effective_database_url, settings)
+    engine = connect.make_sync_engine(settings.effective_database_url, settings)
     stmt = rendered_fields.upsert_statement(engine.dialect.name)
     latencies: list[float] = []
     lock = threading.Lock()

@@ -9,9 +9,12 @@ from taskexec.services import health as health_service
 
 router = APIRouter(tags=["health"])
 
+HEALTH_DEADLINE_SECONDS = 0.9
+
 
 @router.get("/health")
 async def health(db: DbDep) -> dict[str, str]:
-    """``{"status": "healthy"}`` when the server and its database answer."""
-    await db.read(health_service.ping)
+    """``{"status": "healthy"}`` when the server and its database answer; within a
+    second either way (503 ``database_unavailable`` when the database does not)."""
+    await db.within(HEALTH_DEADLINE_SECONDS).read(health_service.ping)
     return {"status": "healthy"}
