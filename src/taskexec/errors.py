@@ -47,6 +47,12 @@ class NotRunningError(TaskExecError):
     reason = "not_running"
 
 
+class TryEndedError(TaskExecError):
+    """This try has ended: what it stored stays as it was."""
+
+    reason = "try_ended"
+
+
 class RunningElsewhereError(TaskExecError):
     """The task instance is running on another host or process."""
 

@@ -288,3 +288,46 @@ def test_openapi_documents_put_rtif(client: httpx.Client) -> None:
     assert op["operationId"] == "put_rtif"
     assert "201" in op["responses"]
     assert client.get("/docs").status_code == 200
+
+
+def test_no_refreshed_token_for_an_ended_stale_or_unknown_try(
+    client: httpx.Client, settings: Settings, sync_engine: sa.Engine
+) -> None:
+    first, second = seed(settings, tasks=2, max_tries=1).task_instances
+    signer = TokenSigner(settings)
+    runner = {"hostname": "w", "pid": 1}
+    state = f"/execution/task-instances/{first.id}/state"
+    short = signer.mint(first.id, lifetime=20)  # near expiry: would be refreshed
+    assert (
+        client.patch(
+            f"/execution/task-instances/{first.id}/run", json=runner, headers=auth(short)
+        ).status_code
+        == 200
+    )
+    assert client.put(_url(first.id), json={"v": "ran"}, headers=auth(short)).status_code == 201
+    ended = client.patch(state, json={"state": "success"}, headers=auth(short))
+    assert ended.status_code == 204 and "refreshed-api-token" not in ended.headers
+    # The ended try's token can no longer write: 409, and the fields stay as they were.
+    late = client.put(_url(first.id), json={"v": "late"}, headers=auth(short))
+    assert late.status_code == 409 and "refreshed-api-token" not in late.headers
+    assert late.json()["detail"] == {
+        "reason": "try_ended",
+        "message": "This try has ended: what it stored stays as it was.",
+        "current_state": "success",
+    }
+    assert [r["rendered_fields"] for r in rtif_rows(sync_engine)] == [{"v": "ran"}]
+    # An earlier try's token (replaced by a retry) gets 410 and no new token.
+    client.patch(
+        f"/execution/task-instances/{second.id}/run", json=runner, headers=auth(second.token)
+    )
+    client.patch(
+        f"/execution/task-instances/{second.id}/state",
+        json={"state": "up_for_retry"},
+        headers=auth(second.token),
+    )
+    stale = client.put(_url(second.id), json={}, headers=auth(signer.mint(second.id, lifetime=20)))
+    assert stale.status_code == 410 and "refreshed-api-token" not in stale.headers
+    # A valid token for a task instance that does not exist: 404, no new token.
+    unknown = uuid.uuid4()
+    missing = client.put(_url(unknown), json={}, headers=auth(signer.mint(unknown, lifetime=20)))
+    assert missing.status_code == 404 and "refreshed-api-token" not in missing.headers

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: correlation ids, the refreshed-token header and the body limit.
+"""Pure ASGI middleware: correlation ids, the refreshed-token header, the request deadline
+and the body limit.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) keeps the hot path cheap and lets the body
 limit act while the body streams in, before it is read whole.
@@ -6,13 +7,14 @@ limit act while the body streams in, before it is read whole.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskexec import errors
+from taskexec import errors, logs
 from taskexec.wire import protocol
 
 # Keys in ``scope["state"]`` (``request.state``). The auth dependency sets the refreshed
@@ -48,13 +50,16 @@ class RequestContextMiddleware:
         cid = raw.decode("latin-1")[:64] if raw else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state[CORRELATION_STATE_KEY] = cid
+        logs.correlation_id.set(cid)  # on every log line written for this request
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((protocol.CORRELATION_HEADER.encode(), cid.encode("latin-1")))
+                # Only a request that succeeded on a try that goes on gets a new token
+                # (a route that ends the try drops it).
                 refreshed = state.get(REFRESH_STATE_KEY)
-                if refreshed:
+                if refreshed and 200 <= message["status"] < 300:
                     headers.append((protocol.REFRESHED_TOKEN_HEADER.encode(), refreshed.encode()))
                 message["headers"] = headers
             await send(message)
@@ -98,18 +103,84 @@ class BodyLimitMiddleware:
         return f"The request body is larger than the limit of {self.max_bytes} bytes."
 
     async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps(
-            protocol.error_body(errors.PayloadTooLargeError.reason, self._message())
+        await send_error(send, 413, errors.PayloadTooLargeError.reason, self._message(), close=True)
+
+
+class DeadlineMiddleware:
+    """Every request is answered within ``seconds``: one that has not started its
+    response by then is cancelled and answered here. 408 ``request_timeout`` if its body
+    had not all arrived (a slow sender), else 503 ``deadline_exceeded`` with
+    Retry-After. A response already started goes on to its end."""
+
+    def __init__(self, app: ASGIApp, seconds: float, retry_after: int) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.retry_after = retry_after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_complete = _header(scope, b"content-length") in (None, b"0") and (
+            _header(scope, b"transfer-encoding") is None
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        answered = started = False
+
+        async def tracking_receive() -> Message:
+            nonlocal body_complete
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_complete = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return  # cancelled after the deadline's answer: nothing more goes out
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, tracking_receive, tracking_send))
+        try:
+            done, _ = await asyncio.wait((handler,), timeout=self.seconds)
+        except asyncio.CancelledError:
+            handler.cancel()
+            raise
+        if done or started:
+            await handler
+            return
+        answered = True
+        handler.cancel()
+        if not body_complete:
+            message = f"The request body did not arrive within {self.seconds:g} seconds."
+            await send_error(send, 408, "request_timeout", message, close=True)
+            return
+        message = f"The server could not answer within {self.seconds:g} seconds; try again."
+        retry = [(b"retry-after", str(self.retry_after).encode())]
+        await send_error(send, 503, "deadline_exceeded", message, headers=retry)
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    close: bool = False,
+) -> None:
+    """Answer with the error body, from middleware (outside the app's handlers)."""
+    body = orjson.dumps(protocol.error_body(reason, message))
+    extra = list(headers or []) + ([(b"connection", b"close")] if close else [])
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

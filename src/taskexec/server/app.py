@@ -1,6 +1,6 @@
 """The app factory and the one table of exception handlers.
 
-A request goes: middleware (correlation id, body limit; ``api/middleware``) → route
+A request goes: middleware (correlation id, deadline, body limit; ``api/middleware``) → route
 (``api/routes`` or ``web``) → auth dependency (``api/deps``) → ``Database.write`` /
 ``read``, which owns the transaction → a service function (``services/``) → commit →
 response. Errors on the way come back here, to ``EXCEPTION_HANDLERS``.
@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taskexec import __version__, errors
+from taskexec import __version__, errors, logs
 from taskexec.api import middleware
 from taskexec.api.routes import health, read_api, run_control, task_instances
 from taskexec.config import Settings, get_settings
@@ -49,6 +49,7 @@ STATUS_BY_ERROR: dict[type[errors.TaskExecError], int] = {
     errors.InvalidStateError: 409,
     errors.NotRunningError: 409,
     errors.RunningElsewhereError: 409,
+    errors.TryEndedError: 409,
     errors.RunExistsError: 409,
     errors.StaleTryError: 410,
     errors.PayloadTooLargeError: 413,
@@ -132,6 +133,14 @@ EXCEPTION_HANDLERS = {
 }
 
 
+def create_server_app() -> FastAPI:
+    """The app of one ``taskexec serve`` worker process (``uvicorn --factory``): logging
+    is set up here, in each process, not only in the parent that started them."""
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app. Called once per server process (``uvicorn --factory``)."""
     settings = settings or get_settings()
@@ -175,5 +184,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
 
     app.add_middleware(middleware.BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        middleware.DeadlineMiddleware,
+        seconds=settings.request_timeout_seconds,
+        retry_after=settings.db_retry_after_seconds,
+    )
     app.add_middleware(middleware.RequestContextMiddleware)
     return app

@@ -15,11 +15,15 @@ from taskexec.db import models, types, upsert
 from taskexec.services import dag_runs, task_instances
 from taskexec.wire import protocol
 from taskexec.wire import schemas as wire_schemas
+from taskexec.wire.states import TaskInstanceState
 
 ti = models.task_instance
 rtif = models.rendered_task_instance_fields
 
 _WRITTEN = ("rendered_fields", "field_meta", "try_number", "updated_at")
+# A try writes its fields while it has not ended: handed out (a bare run's tries are
+# written to while queued) or running.
+_WRITABLE = (TaskInstanceState.QUEUED, TaskInstanceState.RUNNING)
 
 
 def _upsert_from_task_instances(dialect: str, where: sa.ColumnElement[bool]) -> Insert:
@@ -47,9 +51,16 @@ def upsert_statement(dialect: str) -> Insert:
     """The one statement that writes a task instance's RTIF, built once per dialect.
 
     Taking the key from ``task_instance`` in the same statement makes the existence
-    check and the write one round trip: zero rows means no such task instance.
+    check and the write one round trip: zero rows means no such task instance, or a try
+    that has ended (its fields stay as they were).
     """
-    return _upsert_from_task_instances(dialect, ti.c.id == sa.bindparam("ti_id", type_=sa.Uuid()))
+    return _upsert_from_task_instances(
+        dialect,
+        sa.and_(
+            ti.c.id == sa.bindparam("ti_id", type_=sa.Uuid()),
+            ti.c.state.in_(_WRITABLE),
+        ),
+    )
 
 
 async def upsert_rendered_fields(
@@ -71,7 +82,7 @@ async def upsert_rendered_fields(
         },
     )
     if result.rowcount == 0:
-        await task_instances.raise_missing(conn, ti_id=ti_id)
+        await task_instances.raise_not_writable(conn, ti_id=ti_id)
 
 
 async def get_rendered_fields(

@@ -43,6 +43,15 @@ async def raise_missing(conn: AsyncConnection, *, ti_id: uuid.UUID) -> None:
     raise errors.NotFoundError()
 
 
+async def raise_not_writable(conn: AsyncConnection, *, ti_id: uuid.UUID) -> None:
+    """Why a write of this try matched nothing: 409 for a try that has ended, 410 for an
+    earlier try's id, else 404."""
+    row = (await conn.execute(sa.select(ti.c.state).where(ti.c.id == ti_id))).first()
+    if row is not None:
+        raise errors.TryEndedError(current_state=row.state)
+    await raise_missing(conn, ti_id=ti_id)
+
+
 async def _current(conn: AsyncConnection, ti_id: uuid.UUID) -> sa.Row[Any, Any, Any] | None:
     result = await conn.execute(
         sa.select(ti.c.state, ti.c.hostname, ti.c.pid).where(ti.c.id == ti_id)

@@ -22,6 +22,7 @@ from taskexec.api import deps
 from taskexec.services import dags, rendered_fields, task_instances
 from taskexec.web import highlight, paging, routing, signin, templating
 from taskexec.wire import protocol
+from taskexec.wire.schemas import INT32_MAX
 from taskexec.wire.states import DagRunState
 
 _STATIC_TYPES = {
@@ -35,7 +36,7 @@ DAG_LIST_LIMIT = 100
 
 RunsLimit = Annotated[int, Query(ge=1, le=200, description="runs per page")]
 TaskLimit = Annotated[int, Query(ge=1, le=500, description="task instances per page")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=INT32_MAX, description="items to skip")]
 
 router = APIRouter(include_in_schema=False)
 ui = APIRouter(prefix="/ui", route_class=routing.PageRoute, include_in_schema=False)
@@ -124,7 +125,7 @@ async def log_page(
     run_id: str,
     task_id: str,
     db: deps.DbDep,
-    map_index: Annotated[int, Query(ge=-1)] = -1,
+    map_index: Annotated[int, Query(ge=-1, le=INT32_MAX)] = -1,
     try_number: Annotated[int | None, Query(alias="try", ge=1, le=10_000)] = None,
 ) -> HTMLResponse:
     """A try's log, as the worker wrote it on this machine (the latest try by default)."""
@@ -165,7 +166,7 @@ async def fields_page(
     run_id: str,
     task_id: str,
     db: deps.DbDep,
-    map_index: Annotated[int, Query(ge=-1)] = -1,
+    map_index: Annotated[int, Query(ge=-1, le=INT32_MAX)] = -1,
 ) -> HTMLResponse:
     """One task instance's rendered fields, each in full and highlighted by its renderer."""
     try:

@@ -1,10 +1,11 @@
-"""The /ui route class: domain errors and invalid requests become HTML pages here,
+"""The /ui route class: domain errors, invalid requests and failures become HTML pages here,
 rather than the JSON of the app's handler table, and every response gets the page's
 security headers.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -13,7 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from taskexec import errors
+from taskexec.api import middleware
 from taskexec.web import signin, templating
+
+log = logging.getLogger(__name__)
 
 
 def _domain_error_page(request: Request, exc: errors.TaskExecError) -> Response:
@@ -53,6 +57,18 @@ def _invalid_request_page(request: Request, exc: RequestValidationError) -> Resp
     )
 
 
+def _internal_error_page(request: Request, exc: Exception) -> Response:
+    """The 500 page: a correlation id to quote; the details go to the log only."""
+    cid = middleware.correlation_id(request.scope)
+    log.error("page failed [correlation_id=%s]", cid, exc_info=exc)
+    return templating.error_page(
+        request,
+        500,
+        "Something went wrong",
+        f"The server failed to show this page; quote correlation id {cid}.",
+    )
+
+
 class PageRoute(APIRoute):
     """A /ui route: domain errors become HTML pages; every response gets the page headers."""
 
@@ -67,6 +83,8 @@ class PageRoute(APIRoute):
                 response = _domain_error_page(request, exc)
             except RequestValidationError as exc:
                 response = _invalid_request_page(request, exc)
+            except Exception as exc:  # a bug or an outage not understood: still a page
+                response = _internal_error_page(request, exc)
             response.headers.update(templating.SECURITY_HEADERS)
             return response
 

@@ -8,7 +8,31 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal, TypedDict, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+
+# The largest value of the INT columns (pids, map indexes) and of paging offsets.
+INT32_MAX = 2**31 - 1
+# Dates every database stores alike (MariaDB's DATETIME ends at year 9999).
+_EARLIEST = dt.datetime(1000, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
+
+
+def _in_utc(value: dt.datetime) -> dt.datetime:
+    """The instant in UTC (a naive value is taken as UTC), within what every database
+    stores; a ValueError (422) otherwise, never an overflow later."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        value = value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the date is out of range once converted to UTC") from None
+    if not _EARLIEST <= value <= _LATEST:
+        raise ValueError("the date must be between the years 1000 and 9999 in UTC")
+    return value
+
+
+# A date in a request body.
+WireDate = Annotated[dt.datetime, AfterValidator(_in_utc)]
 
 
 class TIEnterRunningPayload(BaseModel):
@@ -19,8 +43,8 @@ class TIEnterRunningPayload(BaseModel):
     state: Literal["running"] = "running"
     hostname: str = Field(min_length=1, max_length=1000)
     unixname: str | None = None
-    pid: int = Field(ge=0, le=2**31 - 1)
-    start_date: dt.datetime | None = None
+    pid: int = Field(ge=0, le=INT32_MAX)
+    start_date: WireDate | None = None
 
 
 class TIHeartbeatPayload(BaseModel):
@@ -29,7 +53,7 @@ class TIHeartbeatPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     hostname: str = Field(min_length=1, max_length=1000)
-    pid: int = Field(ge=0, le=2**31 - 1)
+    pid: int = Field(ge=0, le=INT32_MAX)
 
 
 class TITerminalStatePayload(BaseModel):
@@ -38,7 +62,7 @@ class TITerminalStatePayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     state: Literal["success", "failed"]
-    end_date: dt.datetime | None = None
+    end_date: WireDate | None = None
 
 
 class TIRetryStatePayload(BaseModel):
@@ -47,7 +71,7 @@ class TIRetryStatePayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     state: Literal["up_for_retry"]
-    end_date: dt.datetime | None = None
+    end_date: WireDate | None = None
 
 
 TIStatePayload = Annotated[
@@ -106,7 +130,7 @@ class FieldMeta(BaseModel):
     renderer: RendererName | None = None
     # Bounded so that any accepted value can be stored (JSON integers past 64 bits cannot).
     truncated_at: int | None = Field(
-        default=None, gt=0, le=2**31 - 1, description="max length the worker cut to"
+        default=None, gt=0, le=INT32_MAX, description="max length the worker cut to"
     )
 
 

@@ -11,6 +11,7 @@ from taskexec import schemas
 from taskexec.api.deps import DbDep, ReaderDep
 from taskexec.services import dag_runs, dags, rendered_fields, task_instances
 from taskexec.wire import schemas as wire_schemas
+from taskexec.wire.schemas import INT32_MAX
 from taskexec.wire.states import DagRunState, TaskInstanceState
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -22,7 +23,7 @@ router = APIRouter(
 )
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=INT32_MAX, description="items to skip")]
 
 
 @router.get("/dags", response_model=schemas.Page[schemas.DagSummary])
@@ -87,7 +88,7 @@ async def get_rendered_fields(
     run_id: str,
     task_id: str,
     db: DbDep,
-    map_index: Annotated[int, Query(ge=-1)] = -1,
+    map_index: Annotated[int, Query(ge=-1, le=INT32_MAX)] = -1,
 ) -> schemas.RenderedFieldsView:
     """One task instance's rendered fields: each with its renderer and truncation, the
     try that wrote them and when."""

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Request, Response, status
 from pydantic import TypeAdapter, ValidationError
 
 from taskexec import errors
+from taskexec.api import middleware
 from taskexec.api.deps import DbDep, MaskerDep, RtifWriterDep, TaskInstanceIdDep
 from taskexec.services import rendered_fields, task_instances
 from taskexec.wire import jsontree, protocol, schemas
@@ -154,12 +155,15 @@ async def ti_heartbeat(
     responses={200: {"model": schemas.MessageResponse, "description": "Already in that state"}},
 )
 async def ti_update_state(
+    request: Request,
     ti_id: TaskInstanceIdDep,
     payload: Annotated[schemas.TIStatePayload, Body()],
     db: DbDep,
 ) -> Response:
     """running → success, failed or up_for_retry: 204 when this request moved the try,
-    200 when it already was in the requested state (a repeated request)."""
+    200 when it already was in the requested state (a repeated request). The try has
+    ended: no refreshed token."""
+    request.scope.setdefault("state", {}).pop(middleware.REFRESH_STATE_KEY, None)
     outcome = await db.write(task_instances.finish, ti_id=ti_id, payload=payload)
     if outcome is task_instances.Outcome.CHANGED:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
