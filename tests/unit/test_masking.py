@@ -56,19 +56,28 @@ PEM = (
 
 def test_default_words_are_airflows() -> None:
     assert {
+        "access_key",
         "access_token",
         "api_key",
         "apikey",
+        "auth_header",
         "authorization",
+        "bearer",
+        "connection_string",
+        "dsn",
+        "keyfile_dict",
         "passphrase",
         "passwd",
         "password",
         "private_key",
+        "proxy",
+        "proxy_password",
         "proxies",
         "secret",
-        "token",
-        "keyfile_dict",
         "service_account",
+        "service_key",
+        "token",
+        "webhook_url",
     } == DEFAULT_SENSITIVE_WORDS
     assert MASK == "***"
     assert MIN_SECRET_LENGTH == 5
@@ -88,7 +97,9 @@ def test_examples_from_the_brief_are_hidden(name: str) -> None:
     assert SecretsMasker().redact("hunter2-long", name) == MASK
 
 
-@pytest.mark.parametrize("name", [None, "", "bash_command", "env", "op_kwargs", "sql", "pass"])
+@pytest.mark.parametrize(
+    "name", [None, "", "bash_command", "env", "op_kwargs", "sql", "passenger", "bypass"]
+)
 def test_innocent_names_keep_values(name: str | None) -> None:
     masker = SecretsMasker()
     assert not masker.should_hide_name(name)

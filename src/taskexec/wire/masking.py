@@ -1,8 +1,10 @@
 """Masking secrets in rendered template fields, after Airflow's ``SecretsMasker``.
 
 A value is hidden when its *name* (a field name or a dict key) contains a sensitive
-word; inside other strings, registered secrets and values that look like credentials
-(PEM private keys, JWTs, AWS access key ids, passwords in URLs) are replaced.
+word; inside other strings and dict keys, registered secrets and values that look like
+credentials (PEM private keys, JWTs, AWS access key ids, passwords in URLs and query
+strings, secret-named settings, GitHub/Slack/OpenAI/Stripe/Google tokens, Authorization
+credentials) are replaced.
 """
 
 from __future__ import annotations
@@ -18,23 +20,38 @@ from typing import Any
 
 from taskexec.wire import jsontree, protocol
 
+# Airflow 3.3's default sensitive names: a name containing one is hidden. A name is
+# compared in lower case with its non-word characters made "_" (so "API-Key" and
+# "api key" are "api_key"), as Airflow does.
 DEFAULT_SENSITIVE_WORDS: frozenset[str] = frozenset(
     {
+        "access_key",
         "access_token",
         "api_key",
         "apikey",
+        "auth_header",
         "authorization",
+        "bearer",
+        "connection_string",
+        "dsn",
+        "keyfile_dict",
         "passphrase",
         "passwd",
         "password",
         "private_key",
+        "proxy",
+        "proxy_password",
         "proxies",
         "secret",
-        "token",
-        "keyfile_dict",
         "service_account",
+        "service_key",
+        "token",
+        "webhook_url",
     }
 )
+# Short words hidden only as a whole part of a name ("db_pass", "pwd"), never inside
+# another word ("passenger", "compass").
+SENSITIVE_NAME_PARTS: frozenset[str] = frozenset({"pass", "pwd"})
 MASK = "***"
 MIN_SECRET_LENGTH = 5
 # Values nested more than this many containers deep are replaced by MASK as a whole:
@@ -54,19 +71,57 @@ _NAME_CACHE_SIZE = 4096
 #   separator, goes undetected).
 # - url: anchored on "://" with a one-character look-behind for the scheme instead of
 #   matching the scheme itself, which would rescan long base64 runs from every letter.
-#   The password runs to the last "@" before the next "/" or whitespace.
+#   The password is any run of non-space characters ("/", "@", ":" included) up to the
+#   last "@" within 256 of them: masking a little too much is safe, too little is not.
+# - query: a secret-named query parameter's value (``?password=…``, ``&token=…``).
+# - assign: a secret-named setting in text (``PASSWORD=…``, ``"client_secret": "…"``,
+#   ``--token=…``, ``Pwd=…;``); ``flag``: ``--password value``.
+# - tokens with a known shape: GitHub, Slack, OpenAI/Stripe-style, Google API keys, AWS
+#   access key ids (which carry a digit: "ASIAPACIFICSOUTHEAST" is a word), and the
+#   credentials of an HTTP Authorization header.
+_SECRET_KEY = (
+    r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|private[_-]?key|auth(?:orization)?)"
+)
 _PATTERN = re.compile(
-    r"""
-    (?P<pem>-----BEGIN\ [A-Z0-9 ]{0,40}PRIVATE\ KEY[A-Z0-9 ]{0,10}-----
+    rf"""
+    (?P<pem>-----BEGIN\ [A-Z0-9 ]{{0,40}}PRIVATE\ KEY[A-Z0-9 ]{{0,10}}-----
         (?s:.*?)
-        (?:-----END\ [A-Z0-9 ]{0,40}PRIVATE\ KEY[A-Z0-9 ]{0,10}-----|\Z))
-    |(?P<jwt>eyJ[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{5,}+)
+        (?:-----END\ [A-Z0-9 ]{{0,40}}PRIVATE\ KEY[A-Z0-9 ]{{0,10}}-----|\Z))
+    |(?P<jwt>eyJ[A-Za-z0-9_-]{{5,}}+\.[A-Za-z0-9_-]{{5,}}+\.[A-Za-z0-9_-]{{5,}}+)
     |(?P<skip>eyJ[A-Za-z0-9_-]*+)
-    |(?P<akid>\b(?:AKIA|ASIA)[A-Z0-9]{16}\b)
-    |(?<=[A-Za-z0-9+.-])://(?P<user>[^:/@\s]*+):[^/\s]+(?=@)
+    |(?P<akid>\b(?:AKIA|ASIA)(?=[A-Z]{{0,15}}[0-9])[A-Z0-9]{{16}}\b)
+    |(?<=[A-Za-z0-9+.-])://(?P<user>[^:/@\s]*+):\S{{1,256}}(?=@)
+    |(?P<query>[?&](?i:[a-z0-9_-]{{0,30}}{_SECRET_KEY})=)[^&#\s]+
+    |(?P<assign>(?<![A-Za-z0-9])(?i:[a-z0-9]{{1,30}}[_-])?(?i:client[_-]?)?(?i:{_SECRET_KEY})
+        ["']?\s{{0,3}}[=:]\s{{0,3}}["']?)(?!\*\*\*|(?:Bearer|Basic)\ )[^\s"';,]+
+    |(?P<flag>--(?i:{_SECRET_KEY})\ )[^\s-][^\s]*
+    |\b(?:gh[pousr]_[A-Za-z0-9]{{30,}}|github_pat_[A-Za-z0-9_]{{22,}})
+    |\bxox[abposr]-[A-Za-z0-9-]{{10,}}
+    |\bsk-(?:proj-)?[A-Za-z0-9_-]{{20,}}
+    |\b[sr]k_(?:live|test)_[A-Za-z0-9]{{16,}}
+    |\bAIza[0-9A-Za-z_-]{{35}}
+    |(?P<scheme>\b(?:Bearer|Basic)\ +)(?=[A-Za-z0-9._~+/=-]{{0,500}}[0-9=])[A-Za-z0-9._~+/=-]{{8,}}
     """,
     re.VERBOSE,
 )
+# Cheap tests that a string may hold something ``_PATTERN`` finds: most strings hold
+# none of these, and then the pattern is not run at all.
+_TRIGGERS = (
+    "://",
+    "eyJ",
+    "AKIA",
+    "ASIA",
+    "PRIVATE KEY",
+    "gh",
+    "xox",
+    "k-",
+    "k_",
+    "AIza",
+    "Bearer",
+    "Basic",
+)
+_LOWER_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "auth")
 
 
 def _masked() -> str:
@@ -79,7 +134,17 @@ def _replace_match(match: re.Match[str]) -> str:
     user = match.group("user")
     if user is not None:
         return f"://{user}:{MASK}"
+    for kept in ("query", "assign", "flag", "scheme"):
+        prefix = match.group(kept)
+        if prefix is not None:
+            return prefix + MASK
     return MASK
+
+
+def normalized_name(name: str) -> str:
+    """A name as sensitive words are looked up in it: lower case, non-word characters
+    made "_" (Airflow's rule)."""
+    return re.sub(r"\W", "_", name.lower())
 
 
 def _words(words: Iterable[str]) -> set[str]:
@@ -190,7 +255,10 @@ class SecretsMasker:
             return False
         hidden = self._name_cache.get(name)
         if hidden is None:
-            hidden = self._name_re.search(name.lower()) is not None
+            normal = normalized_name(name)
+            hidden = self._name_re.search(
+                normal
+            ) is not None or not SENSITIVE_NAME_PARTS.isdisjoint(normal.split("_"))
             if len(self._name_cache) >= _NAME_CACHE_SIZE:
                 self._name_cache.clear()
             self._name_cache[name] = hidden
@@ -212,10 +280,19 @@ class SecretsMasker:
         # of types, not a union: a union here would be rebuilt for every container.
         if isinstance(item, (dict, Mapping)):
             hide = self.should_hide_name
-            return dict.fromkeys(item), [
-                (key, child, hidden or (type(key) is str and hide(key)))
+            children = [
+                (self._redact_key(key), child, hidden or (type(key) is str and hide(key)))
                 for key, child in item.items()
             ]
+            keys = [key for key, _, _ in children]
+            if len(set(keys)) < len(keys):
+                # Two keys masked alike: number the repeats rather than lose a value.
+                seen: dict[object, int] = {}
+                for n, (key, child, hide_child) in enumerate(children):
+                    seen[key] = seen.get(key, 0) + 1
+                    if seen[key] > 1:
+                        children[n] = (f"{key} ({seen[key]})", child, hide_child)
+            return dict.fromkeys(key for key, _, _ in children), children
         return [None] * len(item), zip(count(), tuple(item), repeat(hidden))
 
     def _redact_leaf(self, value: object, hidden: bool) -> object:
@@ -225,19 +302,25 @@ class SecretsMasker:
             return self._redact_str(value)
         return value
 
+    def _redact_key(self, key: object) -> object:
+        """A dict key, with what looks like a secret in it masked (keys are not hidden
+        by name: a name hides the value under it)."""
+        return self._redact_str(key) if type(key) is str else key
+
     def _redact_str(self, text: str) -> str:
         secrets = self._secrets
         if secrets:
             text = _mask_secrets(text, secrets)
-        if self._patterns and (
-            "://" in text
-            or "eyJ" in text
-            or "AKIA" in text
-            or "ASIA" in text
-            or "PRIVATE KEY" in text
-        ):
+        if self._patterns and _may_hold_secret(text):
             text = _PATTERN.sub(_replace_match, text)
         return text
+
+
+def _may_hold_secret(text: str) -> bool:
+    if any(trigger in text for trigger in _TRIGGERS):
+        return True
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _LOWER_TRIGGERS)
 
 
 @functools.cache
