@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from taskexec import errors
+from taskexec import errors, logs
 from taskexec.config import get_settings
 
 
@@ -35,14 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskexec`` console script."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     from taskexec.cli import common
 
     args = build_parser().parse_args(argv)
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        args.func(args, get_settings())
+        args.func(args, settings)
     except (common.CommandError, errors.TaskExecError) as exc:
         print(f"taskexec: {exc}", file=sys.stderr)
         return 1

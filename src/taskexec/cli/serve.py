@@ -42,13 +42,15 @@ def _uvicorn(settings: Settings, args: argparse.Namespace, app: Any) -> None:
         http="httptools",
         access_log=args.access_log,
         log_level=args.log_level,
+        # Logging is set up by taskexec in every process (taskexec.logs), uvicorn's too.
+        log_config=None,
         timeout_graceful_shutdown=10,
     )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     """Run the API server (uvicorn, uvloop, httptools; N worker processes)."""
-    _uvicorn(settings, args, "taskexec.server.app:create_app")
+    _uvicorn(settings, args, "taskexec.server.app:create_server_app")
 
 
 def _check_executor(settings: Settings) -> None:

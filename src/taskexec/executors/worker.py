@@ -16,6 +16,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from taskexec import logs
 from taskexec.config import Settings
 from taskexec.sdk.client import RetryPolicy
 from taskexec.sdk.dag import Dag, load_dags
@@ -67,8 +68,8 @@ def main() -> None:
     executor writes to stdin, one ``{"ti_id", "token"}`` a line, and report each on the
     report pipe. End of input ends the process. The dags are loaded first: a worker that
     cannot load them fails before it takes a try."""
-    logging.basicConfig(level=logging.WARNING)
     settings = Settings()
+    logs.configure("WARNING", settings.log_format)
     dags_in(settings.effective_dags_folder)
     with os.fdopen(int(os.environ[protocol.WORKER_REPORT_FD_ENV]), "w", buffering=1) as reports:
         for line in sys.stdin:

@@ -26,8 +26,9 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
-from taskexec import config, errors, schemas
+from taskexec import config, errors, logs, schemas
 from taskexec.db import engine as db_engine
+from taskexec.db import errors as db_errors
 from taskexec.executors import base
 from taskexec.scheduler import rules
 from taskexec.security import TokenSigner
@@ -96,6 +97,7 @@ class Scheduler:
         self._specs: dict[int, wire_schemas.DagSpec | None] = {}
         self._digests: dict[int, frozenset[tuple[Any, ...]]] = {}
         self._all_planned_at = 0.0
+        self._outage = logs.Outage(log, "scheduler iterations")
 
     @property
     def interval(self) -> float:
@@ -110,10 +112,13 @@ class Scheduler:
                 started = time.perf_counter()
                 try:
                     await self.iterate()
-                except errors.DatabaseUnavailableError:
-                    log.warning("scheduler: the database is unavailable; trying again")
-                except Exception:
-                    log.exception("scheduler iteration failed; trying again")
+                    self._outage.succeeded()
+                except errors.DatabaseUnavailableError as exc:
+                    self._outage.failed(f"the database is unavailable ({exc.message})")
+                except Exception as exc:
+                    if not self._outage.failures:  # the first of a series, with its traceback
+                        log.exception("scheduler iteration failed; trying again")
+                    self._outage.failed(db_errors.summary(exc))
                 self.stats.durations.append(time.perf_counter() - started)
                 await self._wait()
         finally:

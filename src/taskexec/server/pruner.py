@@ -22,7 +22,7 @@ import logging
 import random
 from collections.abc import Callable
 
-from taskexec import errors
+from taskexec import errors, logs
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
@@ -106,7 +106,7 @@ async def prune_rendered_fields(
         # Retried a bounded number of times already: log it and leave the rest for the
         # next round. Workers never see this.
         result.stopped = f"database trouble persisted: {db_errors.describe(exc.__cause__ or exc)}"
-        log.warning("pruning rendered fields stopped early: %s", result.stopped)
+        log.info("pruning rendered fields stopped early: %s", result.stopped)
     return result
 
 
@@ -153,6 +153,7 @@ class Pruner:
         self.rows_deleted = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._outage = logs.Outage(log, "pruning rendered fields")
 
     def start(self) -> None:
         """Start the background task on the running event loop."""
@@ -183,11 +184,16 @@ class Pruner:
                     batch_size=self.settings.prune_batch_size,
                     should_stop=self._stop.is_set,
                 )
-        except Exception:
-            # One bad round must not end the loop: the next one may well succeed.
+        except Exception as exc:
+            # One bad round must not end the loop: the next one may well succeed. An
+            # outage is logged when it starts and when it ends, not every round.
             self.failed_rounds += 1
-            log.exception("pruning rendered fields failed; trying again next round")
+            self._outage.failed(db_errors.summary(exc))
             return None
+        if result.stopped:
+            self._outage.failed(result.stopped)
+        else:
+            self._outage.succeeded()
         self.rounds += 1
         self.rows_deleted += result.rows
         if result.rows:
