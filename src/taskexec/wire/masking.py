@@ -113,15 +113,17 @@ _TRIGGERS = (
     "AKIA",
     "ASIA",
     "PRIVATE KEY",
-    "gh",
+    "gh",  # ghp_ gho_ ghu_ ghs_ ghr_ github_pat_
     "xox",
-    "k-",
-    "k_",
+    "sk-",
+    "sk_",
+    "rk_",
     "AIza",
     "Bearer",
     "Basic",
 )
 _LOWER_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "auth")
+_GITHUB_PREFIX = re.compile(r"gh[pousr]_|github_pat_")
 
 
 def _masked() -> str:
@@ -317,8 +319,11 @@ class SecretsMasker:
 
 
 def _may_hold_secret(text: str) -> bool:
-    if any(trigger in text for trigger in _TRIGGERS):
-        return True
+    if len(text) < 5:  # shorter than anything the pattern masks ("pwd=x")
+        return False
+    for trigger in _TRIGGERS:
+        if trigger in text and (trigger != "gh" or _GITHUB_PREFIX.search(text)):
+            return True
     lowered = text.lower()
     return any(trigger in lowered for trigger in _LOWER_TRIGGERS)
 
