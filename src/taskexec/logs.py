@@ -72,11 +72,8 @@ def configure(level: str | int = "INFO", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    # uvicorn's loggers write through the root handler, in the same format.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
+    # uvicorn's loggers (run with log_config=None) have no handlers of their own: they
+    # write through this one, in the same format; its access log only when asked for.
 
 
 class Outage:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import sys
+import time
 from typing import Any, ParamSpec, TypeVar
 
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
+from taskexec.db import errors as db_errors
 from taskexec.db import migrate
 
 P = ParamSpec("P")
@@ -30,6 +33,28 @@ def ensure_schema(settings: Settings) -> None:
                 f"The database schema is at revision {current}, not {migrate.heads()[0]}. "
                 "Run `taskexec db upgrade` first."
             )
+
+
+def wait_for_database(settings: Settings, *, max_delay: float = 30.0) -> None:
+    """``ensure_schema``, waiting for a database that cannot be reached yet (a server
+    started before its database): one line per attempt, never a traceback; a wrong URL
+    or schema still fails at once."""
+    delay = 1.0
+    while True:
+        try:
+            ensure_schema(settings)
+            return
+        except Exception as exc:
+            if not migrate.unreachable(exc):
+                raise
+            reason = db_errors.summary(exc)
+        print(
+            f"taskexec: the database is not reachable ({reason}); trying again in {delay:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
 
 
 def write(settings: Settings, fn: db_engine.Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -12,7 +12,7 @@ import os
 import signal
 from typing import Any
 
-from taskexec.cli.common import CommandError, ensure_schema
+from taskexec.cli.common import CommandError, ensure_schema, wait_for_database
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
 
@@ -21,23 +21,15 @@ log = logging.getLogger("taskexec")
 PID_FILE = "standalone.pid"
 
 
-def _uvicorn(settings: Settings, args: argparse.Namespace, app: Any) -> None:
+def _uvicorn_config(args: argparse.Namespace, app: Any, workers: int) -> Any:
     import uvicorn
 
-    from taskexec.api import deps
-
-    ensure_schema(settings)
-    # Create the signing secret before the workers start, so they all read one file.
-    TokenSigner(settings)
-    warning = deps.open_read_warning(args.host, settings)
-    if warning:
-        log.warning(warning)
-    uvicorn.run(
+    return uvicorn.Config(
         app,
         factory=isinstance(app, str),
         host=args.host,
         port=args.port,
-        workers=getattr(args, "workers", 1),
+        workers=workers,
         loop="uvloop",
         http="httptools",
         access_log=args.access_log,
@@ -48,9 +40,39 @@ def _uvicorn(settings: Settings, args: argparse.Namespace, app: Any) -> None:
     )
 
 
+def _prepare(settings: Settings, args: argparse.Namespace) -> None:
+    from taskexec.api import deps
+
+    wait_for_database(settings)
+    # Create the signing secret before the workers start, so they all read one file.
+    TokenSigner(settings)
+    warning = deps.open_read_warning(args.host, settings)
+    if warning:
+        log.warning(warning)
+
+
+def _uvicorn(settings: Settings, args: argparse.Namespace, app: Any) -> None:
+    """One server process (``standalone``: the scheduler's workers are its children)."""
+    import uvicorn
+
+    _prepare(settings, args)
+    uvicorn.Server(_uvicorn_config(args, app, 1)).run()
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    """Run the API server (uvicorn, uvloop, httptools; N worker processes)."""
-    _uvicorn(settings, args, "taskexec.server.app:create_server_app")
+    """Run the API server: ``--workers`` uvicorn processes (uvloop, httptools) under a
+    supervisor, this process, which replaces a worker that dies within a second, for
+    any worker count; a worker exits when the supervisor does (``server.supervision``)."""
+    from uvicorn.supervisors import Multiprocess
+
+    from taskexec.server import supervision
+
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    _prepare(settings, args)
+    config = _uvicorn_config(args, "taskexec.server.app:create_server_app", args.workers)
+    supervision.mark_supervisor()
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def _check_executor(settings: Settings) -> None:

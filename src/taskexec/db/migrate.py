@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 
 from taskexec.config import Settings
 from taskexec.db import connect, models
+from taskexec.db import errors as db_errors
 
 SCRIPT_LOCATION = "taskexec:migrations"
 
@@ -37,6 +38,14 @@ def sync_engine(settings: Settings, url: str | None = None) -> Iterator[sa.Engin
         yield engine
     finally:
         engine.dispose()
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (refused, reset, gone,
+    starting up): trouble worth waiting out, unlike a wrong URL or schema."""
+    return (
+        isinstance(exc, sa.exc.DBAPIError) and db_errors.classify(exc) is db_errors.Kind.RETRYABLE
+    )
 
 
 def heads() -> tuple[str, ...]:

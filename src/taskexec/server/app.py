@@ -26,7 +26,7 @@ from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
 from taskexec.scheduler import loop
 from taskexec.security import TokenSigner
-from taskexec.server import pruner
+from taskexec.server import pruner, supervision
 from taskexec.web import pages
 from taskexec.wire import masking, protocol
 
@@ -138,6 +138,7 @@ def create_server_app() -> FastAPI:
     is set up here, in each process, not only in the parent that started them."""
     settings = get_settings()
     logs.configure(settings.log_level, settings.log_format)
+    supervision.die_with_supervisor()
     return create_app(settings)
 
 

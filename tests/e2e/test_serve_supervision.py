@@ -1,0 +1,143 @@
+"""``taskexec serve`` under ``kill -9``: a worker that dies is replaced (one worker or
+several), workers do not outlive the supervisor (the port is free again at once), and a
+server started before its database waits for it with one line per attempt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import httpx
+import pytest
+
+from taskexec.config import Settings
+from taskexec.race import bench
+
+from conftest import TEST_SECRET
+from helpers import only, report
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TASKEXEC_DATABASE_URL": settings.effective_database_url,
+        "TASKEXEC_DATA_DIR": str(settings.data_dir),
+        "TASKEXEC_JWT_SECRET": TEST_SECRET,
+        **extra,
+    }
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).is_success
+    except httpx.TransportError:
+        return False
+
+
+def _wait(check: object, seconds: float) -> float:
+    """Seconds until ``check()`` holds; fails after ``seconds``."""
+    assert callable(check)
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < seconds, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _workers(supervisor: int) -> set[int]:
+    """The supervisor's server workers (not multiprocessing's resource tracker)."""
+    found = set()
+    for pid in subprocess.run(
+        ["pgrep", "-P", str(supervisor)], capture_output=True, text=True, check=False
+    ).stdout.split():
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if b"spawn_main" in cmdline.read():
+                found.add(int(pid))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+@contextmanager
+def _serve(settings: Settings, port: int, workers: int) -> Iterator[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "taskexec", "serve", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--workers", str(workers)],
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait(lambda: _healthy(port), 60)
+        yield proc
+    finally:
+        with_group = [proc.pid, *_workers(proc.pid)]
+        for pid in with_group:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@only("sqlite")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_worker_is_replaced(settings: Settings, workers: int) -> None:
+    port = bench.free_port()
+    with _serve(settings, port, workers) as proc:
+        _wait(lambda: len(_workers(proc.pid)) == workers, 30)
+        victim = min(_workers(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+        replaced = _wait(
+            lambda: victim not in _workers(proc.pid) and len(_workers(proc.pid)) == workers, 10
+        )
+        serving = _wait(lambda: _healthy(port), 10) + replaced
+        report(
+            f"[serve --workers {workers}] kill -9 of a worker: replaced in {replaced:.2f} s, "
+            f"serving again in {serving:.2f} s"
+        )
+
+
+@only("sqlite")
+def test_workers_die_with_the_supervisor(settings: Settings) -> None:
+    port = bench.free_port()
+    with _serve(settings, port, 2) as proc:
+        _wait(lambda: len(_workers(proc.pid)) == 2, 30)
+        workers = _workers(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        gone = _wait(lambda: not any(_alive(pid) for pid in workers), 15)
+        # The port is free: a new server takes it.
+        with _serve(settings, port, 1):
+            assert _healthy(port)
+    report(f"[serve --workers 2] kill -9 of the supervisor: workers gone in {gone:.2f} s")
+
+
+@only("sqlite")
+def test_serve_waits_for_an_unreachable_database(settings: Settings) -> None:
+    closed = bench.free_port()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{closed}/test"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskexec", "serve", "--port", str(bench.free_port())],
+        env=_env(settings, TASKEXEC_DATABASE_URL=url),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    still_waiting = proc.poll() is None
+    proc.kill()
+    _, stderr = proc.communicate(timeout=10)
+    assert still_waiting
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) >= 2 and all("the database is not reachable" in line for line in lines), lines
+    assert "Traceback" not in stderr
