@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    # HTTP connections, per server process: a request's headers must arrive within
+    # http_header_timeout_seconds; an idle keep-alive connection is closed after
+    # http_keep_alive_seconds; past http_max_connections a new connection is refused.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_keep_alive_seconds: int = Field(default=5, ge=1)
+    http_max_connections: int = Field(default=2048, ge=1)
 
     # Empty means: generate once, keep in ``data_dir/jwt_secret`` with mode 0600.
     jwt_secret: SecretStr = SecretStr("")

@@ -138,6 +138,5 @@ def test_serve_waits_for_an_unreachable_database(settings: Settings) -> None:
     proc.kill()
     _, stderr = proc.communicate(timeout=10)
     assert still_waiting
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) >= 2 and all("the database is not reachable" in line for line in lines), lines
-    assert "Traceback" not in stderr
+    waits = [line for line in stderr.splitlines() if "the database is not reachable" in line]
+    assert len(waits) >= 2 and "Traceback" not in stderr, stderr

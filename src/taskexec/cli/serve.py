@@ -21,8 +21,10 @@ log = logging.getLogger("taskexec")
 PID_FILE = "standalone.pid"
 
 
-def _uvicorn_config(args: argparse.Namespace, app: Any, workers: int) -> Any:
+def _uvicorn_config(settings: Settings, args: argparse.Namespace, app: Any, workers: int) -> Any:
     import uvicorn
+
+    from taskexec.server import connections
 
     return uvicorn.Config(
         app,
@@ -31,7 +33,12 @@ def _uvicorn_config(args: argparse.Namespace, app: Any, workers: int) -> Any:
         port=args.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a headers deadline and a connection cap (server.connections).
+        http=connections.configure(
+            header_timeout=settings.http_header_timeout_seconds,
+            max_connections=settings.http_max_connections,
+        ),
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         access_log=args.access_log,
         log_level=args.log_level,
         # Logging is set up by taskexec in every process (taskexec.logs), uvicorn's too.
@@ -42,7 +49,10 @@ def _uvicorn_config(args: argparse.Namespace, app: Any, workers: int) -> Any:
 
 def _prepare(settings: Settings, args: argparse.Namespace) -> None:
     from taskexec.api import deps
+    from taskexec.server import connections
 
+    # Each connection holds a file: let the cap, not the open-file limit, decide.
+    log.info("open-file limit: %d", connections.raise_open_file_limit())
     wait_for_database(settings)
     # Create the signing secret before the workers start, so they all read one file.
     TokenSigner(settings)
@@ -56,7 +66,7 @@ def _uvicorn(settings: Settings, args: argparse.Namespace, app: Any) -> None:
     import uvicorn
 
     _prepare(settings, args)
-    uvicorn.Server(_uvicorn_config(args, app, 1)).run()
+    uvicorn.Server(_uvicorn_config(settings, args, app, 1)).run()
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -70,7 +80,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
     _prepare(settings, args)
-    config = _uvicorn_config(args, "taskexec.server.app:create_server_app", args.workers)
+    config = _uvicorn_config(settings, args, "taskexec.server.app:create_server_app", args.workers)
     supervision.mark_supervisor()
     Multiprocess(config, sockets=[config.bind_socket()]).run()
 

@@ -26,7 +26,7 @@ from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
 from taskexec.scheduler import loop
 from taskexec.security import TokenSigner
-from taskexec.server import pruner, supervision
+from taskexec.server import connections, pruner, supervision
 from taskexec.web import pages
 from taskexec.wire import masking, protocol
 
@@ -139,6 +139,13 @@ def create_server_app() -> FastAPI:
     settings = get_settings()
     logs.configure(settings.log_level, settings.log_format)
     supervision.die_with_supervisor()
+    connections.raise_open_file_limit()
+    # The protocol class was named in the supervisor; its limits are set here, where
+    # the connections are.
+    connections.configure(
+        header_timeout=settings.http_header_timeout_seconds,
+        max_connections=settings.http_max_connections,
+    )
     return create_app(settings)
 
 
