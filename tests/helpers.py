@@ -182,3 +182,33 @@ def run_with_scheduler(
                 await scheduler.aclose()
 
     return asyncio.run(go())
+
+
+def serve_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``taskexec serve`` subprocess on the test database."""
+    import os
+
+    from conftest import TEST_SECRET
+
+    return {
+        **os.environ,
+        "TASKEXEC_DATABASE_URL": settings.effective_database_url,
+        "TASKEXEC_DATA_DIR": str(settings.data_dir),
+        "TASKEXEC_JWT_SECRET": TEST_SECRET,
+        **extra,
+    }
+
+
+def wait_healthy(port: int, seconds: float = 60) -> None:
+    """Wait until the server on ``port`` answers ``/health``."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"no server answered on port {port}"
+        time.sleep(0.1)

@@ -4,7 +4,6 @@ connections are refused at once; and through all of it an ordinary client is ser
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -15,8 +14,7 @@ import httpx
 from taskexec.config import Settings
 from taskexec.race import bench
 
-from conftest import TEST_SECRET
-from helpers import only, report
+from helpers import only, report, serve_env, wait_healthy
 
 HEADER_TIMEOUT = 1.0
 CAP = 200
@@ -35,26 +33,16 @@ def _closed_by_server(sock: socket.socket, wait: float) -> bool:
 @only("sqlite")
 def test_idle_and_slow_connections_are_closed_and_the_cap_holds(settings: Settings) -> None:
     port = bench.free_port()
-    env = {
-        **os.environ,
-        "TASKEXEC_DATABASE_URL": settings.effective_database_url,
-        "TASKEXEC_DATA_DIR": str(settings.data_dir),
-        "TASKEXEC_JWT_SECRET": TEST_SECRET,
-        "TASKEXEC_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
-        "TASKEXEC_HTTP_MAX_CONNECTIONS": str(CAP),
-    }
+    env = serve_env(
+        settings,
+        TASKEXEC_HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+        TASKEXEC_HTTP_MAX_CONNECTIONS=str(CAP),
+    )
     command = [sys.executable, "-m", "taskexec", "serve", "--port", str(port)]
     proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     sockets: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.2)
+        wait_healthy(port)
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(CAP // 2)]
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(CAP // 4)]
         for s in slow:

@@ -6,42 +6,26 @@ correlation id."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 
 from taskexec.config import Settings
 from taskexec.race import bench
 
-from conftest import TEST_SECRET
-from helpers import only
+from helpers import only, serve_env, wait_healthy
 
 
 @only("sqlite")
 def test_every_worker_logs_json_with_correlation_ids(settings: Settings) -> None:
     port = bench.free_port()
-    env = {
-        **os.environ,
-        "TASKEXEC_DATABASE_URL": settings.effective_database_url,
-        "TASKEXEC_DATA_DIR": str(settings.data_dir),
-        "TASKEXEC_JWT_SECRET": TEST_SECRET,
-        "TASKEXEC_LOG_FORMAT": "json",
-    }
+    env = serve_env(settings, TASKEXEC_LOG_FORMAT="json")
     command = [sys.executable, "-m", "taskexec", "serve", "--port", str(port), "--workers", "2"]
     proc = subprocess.Popen([*command, "--access-log"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_healthy(port)
         for n in range(6):  # likely to reach both workers
             httpx.get(
                 f"http://127.0.0.1:{port}/execution/health",

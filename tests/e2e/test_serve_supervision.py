@@ -18,18 +18,7 @@ import pytest
 from taskexec.config import Settings
 from taskexec.race import bench
 
-from conftest import TEST_SECRET
-from helpers import only, report
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TASKEXEC_DATABASE_URL": settings.effective_database_url,
-        "TASKEXEC_DATA_DIR": str(settings.data_dir),
-        "TASKEXEC_JWT_SECRET": TEST_SECRET,
-        **extra,
-    }
+from helpers import only, report, serve_env
 
 
 def _healthy(port: int) -> bool:
@@ -75,7 +64,7 @@ def _serve(settings: Settings, port: int, workers: int) -> Iterator[subprocess.P
     command = [sys.executable, "-m", "taskexec", "serve", "--port", str(port)]
     proc = subprocess.Popen(
         [*command, "--workers", str(workers)],
-        env=_env(settings),
+        env=serve_env(settings),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -129,7 +118,7 @@ def test_serve_waits_for_an_unreachable_database(settings: Settings) -> None:
     url = f"postgresql+psycopg://postgres@127.0.0.1:{closed}/test"
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskexec", "serve", "--port", str(bench.free_port())],
-        env=_env(settings, TASKEXEC_DATABASE_URL=url),
+        env=serve_env(settings, TASKEXEC_DATABASE_URL=url),
         stderr=subprocess.PIPE,
         text=True,
     )
