@@ -34,6 +34,8 @@ DAG = """
 import time
 from taskexec.sdk import Dag, PythonTask, chain
 
+pytestmark = pytest.mark.fault
+
 def nap():
     time.sleep(0.3)
 

@@ -10,11 +10,14 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from taskexec.config import Settings
 from taskexec.race import bench
 
 from helpers import only, report, serve_env, wait_healthy
+
+pytestmark = pytest.mark.fault
 
 HEADER_TIMEOUT = 1.0
 CAP = 200

@@ -20,6 +20,8 @@ from taskexec.race import bench
 
 from helpers import only, report, serve_env
 
+pytestmark = pytest.mark.fault
+
 
 def _healthy(port: int) -> bool:
     try:

@@ -27,6 +27,8 @@ from taskexec.server.app import create_app
 from conftest import run_server
 from helpers import auth, only, report, rtif_rows, seed
 
+pytestmark = pytest.mark.fault
+
 DEADLINE = 2.0
 # What the clock may add to a deadline on a loaded 2-core machine.
 SLACK = 1.0

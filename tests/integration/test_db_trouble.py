@@ -20,6 +20,8 @@ from taskexec.server.app import create_app
 from conftest import TEST_SECRET, LiveServer, run_server
 from helpers import auth, only, rtif_rows, seed
 
+pytestmark = pytest.mark.fault
+
 
 def _fake(orig: BaseException) -> sa.exc.DBAPIError:
     return sa.exc.OperationalError("UPDATE secret_table SET x = 1", {}, orig)
