@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -10,6 +11,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
+from taskexec.api import bodies
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
 
@@ -331,3 +333,31 @@ def test_no_refreshed_token_for_an_ended_stale_or_unknown_try(
     unknown = uuid.uuid4()
     missing = client.put(_url(unknown), json={}, headers=auth(signer.mint(unknown, lifetime=20)))
     assert missing.status_code == 404 and "refreshed-api-token" not in missing.headers
+
+
+def test_a_large_body_is_masked_and_stored_off_the_event_loop(
+    client: httpx.Client, settings: Settings, sync_engine: sa.Engine
+) -> None:
+    """A body over bodies.OFFLOAD_BYTES is parsed and masked in a worker process and
+    stored from its JSON text: the same answers and the same stored value as inline."""
+    ti = seed(settings).task_instances[0]
+    rows = [{"id": n, "dsn": f"postgres://u:pw-{n}@h/db"} for n in range(3000)]
+    body = {"rows": rows, "password": "hunter2", "note": "x" * 10}
+    raw = json.dumps(body).encode()
+    assert len(raw) > bodies.OFFLOAD_BYTES
+    resp = client.put(
+        _url(ti.id), content=raw, headers={**auth(ti.token), "content-type": "application/json"}
+    )
+    assert resp.status_code == 201, resp.text
+    (stored,) = [r["rendered_fields"] for r in rtif_rows(sync_engine)]
+    assert stored["password"] == "***" and stored["note"] == "x" * 10
+    assert stored["rows"][7] == {"id": 7, "dsn": "***"}
+    assert "pw-7" not in json.dumps(stored)
+    got = client.get(_url(ti.id), headers=auth(ti.token)).json()
+    assert got["rendered_fields"] == stored
+    # Refusals from the worker process are the same 422s.
+    bad = client.put(_url(ti.id), content=b"[" + b"1," * 40000 + b"1]", headers=auth(ti.token))
+    assert bad.status_code == 422 and bad.json()["detail"]["reason"] == "invalid_body"
+    deep = b'{"a":' + b"[" * 300 + b"1" + b"]" * 300 + b"," + b'"pad":"' + b"y" * 70000 + b'"}'
+    too_deep = client.put(_url(ti.id), content=deep, headers=auth(ti.token))
+    assert too_deep.status_code == 422, too_deep.text

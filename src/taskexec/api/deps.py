@@ -16,12 +16,12 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from taskexec import errors
-from taskexec.api import middleware
+from taskexec.api import bodies, middleware
 from taskexec.config import Settings
 from taskexec.db.engine import Database
 from taskexec.security import TokenSigner
 from taskexec.services import rendered_fields
-from taskexec.wire import masking
+from taskexec.wire import jsontree
 
 
 async def get_db(request: Request) -> Database:
@@ -30,20 +30,22 @@ async def get_db(request: Request) -> Database:
     return db
 
 
-async def get_masker(request: Request) -> masking.SecretsMasker:
-    """The server's masker: sensitive names and secret-looking values."""
-    masker: masking.SecretsMasker = request.app.state.masker
-    return masker
+async def get_bodies(request: Request) -> bodies.BodyProcessor:
+    """The server's rendered-fields body processor (parsing, depth check, masking)."""
+    processor: bodies.BodyProcessor = request.app.state.bodies
+    return processor
 
 
 # How PUT /rtif stores fields, given the transaction owner. Production always uses
 # ``store_rendered_fields``; ``taskexec race`` overrides this dependency to compare the
 # old read-then-write strategies against it on an otherwise identical server.
-RtifWriter = Callable[[Database, uuid.UUID, dict[str, Any], dict[str, Any] | None], Awaitable[None]]
+RtifWriter = Callable[
+    [Database, uuid.UUID, jsontree.JsonFields, dict[str, Any] | None], Awaitable[None]
+]
 
 
 async def store_rendered_fields(
-    db: Database, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+    db: Database, ti_id: uuid.UUID, fields: jsontree.JsonFields, meta: dict[str, Any] | None
 ) -> None:
     """The production write: one upsert statement in one transaction."""
     await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields, meta=meta)
@@ -56,7 +58,7 @@ async def get_rtif_writer() -> RtifWriter:
 
 DbDep = Annotated[Database, Depends(get_db)]
 RtifWriterDep = Annotated[RtifWriter, Depends(get_rtif_writer)]
-MaskerDep = Annotated[masking.SecretsMasker, Depends(get_masker)]
+BodiesDep = Annotated[bodies.BodyProcessor, Depends(get_bodies)]
 
 _bearer = HTTPBearer(auto_error=False, description="A task-instance JWT (sub = the id).")
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskexec.config import Settings
+from taskexec.wire import jsontree
 
 # Execution option read by the SQLite "begin" hook: read-only transactions use a
 # deferred BEGIN so they do not queue behind writers.
@@ -57,6 +58,8 @@ def sync_url(url: str | URL) -> URL:
 
 
 def _json_dumps(value: Any) -> str:
+    if type(value) is jsontree.SerializedJson:
+        return value  # serialized already
     return orjson.dumps(value).decode()
 
 

@@ -15,13 +15,18 @@ from taskexec.api import deps
 from taskexec.db import models, types
 from taskexec.db.engine import Database
 from taskexec.services import task_instances
+from taskexec.wire import jsontree
 
 ti = models.task_instance
 rtif = models.rendered_task_instance_fields
 
 
 async def _merge_write(
-    conn: AsyncConnection, *, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+    conn: AsyncConnection,
+    *,
+    ti_id: uuid.UUID,
+    fields: jsontree.JsonFields,
+    meta: dict[str, Any] | None,
 ) -> None:
     """What ``session.merge`` does: SELECT the row, then INSERT or UPDATE it.
 
@@ -53,14 +58,14 @@ async def _merge_write(
 
 
 async def merge(
-    db: Database, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+    db: Database, ti_id: uuid.UUID, fields: jsontree.JsonFields, meta: dict[str, Any] | None
 ) -> None:
     """Airflow up to 3.2: read-then-write in one transaction."""
     await db.write(_merge_write, ti_id=ti_id, fields=fields, meta=meta)
 
 
 async def merge_retry(
-    db: Database, ti_id: uuid.UUID, fields: dict[str, Any], meta: dict[str, Any] | None
+    db: Database, ti_id: uuid.UUID, fields: jsontree.JsonFields, meta: dict[str, Any] | None
 ) -> None:
     """Airflow PR #63581: on IntegrityError roll back, re-fetch and write again."""
     try:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskexec import __version__, errors, logs
-from taskexec.api import middleware
+from taskexec.api import bodies, middleware
 from taskexec.api.routes import health, read_api, run_control, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
@@ -28,7 +28,7 @@ from taskexec.scheduler import loop
 from taskexec.security import TokenSigner
 from taskexec.server import connections, pruner, supervision
 from taskexec.web import pages
-from taskexec.wire import masking, protocol
+from taskexec.wire import protocol
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await app.state.scheduler.aclose()
             if app.state.pruner is not None:
                 await app.state.pruner.stop()
+            app.state.bodies.close()
             await app.state.db.dispose()
 
     app = FastAPI(
@@ -180,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.signer = TokenSigner(settings)
-    app.state.masker = masking.SecretsMasker(extra_words=settings.extra_sensitive_words)
+    app.state.bodies = bodies.BodyProcessor(settings.extra_sensitive_words)
 
     execution = APIRouter(prefix="/execution")
     execution.include_router(health.router)

@@ -13,7 +13,7 @@ from sqlalchemy.sql.dml import Insert
 from taskexec import errors, schemas
 from taskexec.db import models, types, upsert
 from taskexec.services import dag_runs, task_instances
-from taskexec.wire import protocol
+from taskexec.wire import jsontree, protocol
 from taskexec.wire import schemas as wire_schemas
 from taskexec.wire.states import TaskInstanceState
 
@@ -67,7 +67,7 @@ async def upsert_rendered_fields(
     conn: AsyncConnection,
     *,
     ti_id: uuid.UUID,
-    fields: dict[str, Any],
+    fields: jsontree.JsonFields,
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Store ``fields`` (and each field's renderer and truncation, ``meta``) for the task

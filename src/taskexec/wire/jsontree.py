@@ -121,3 +121,12 @@ def exceeds_depth(value: object, limit: int) -> bool:
     except _Exceeded:
         return True
     return False
+
+
+class SerializedJson(str):
+    """JSON text already serialized (a large masked body, made in a worker process):
+    the database's JSON columns store it as it is instead of serializing a value again."""
+
+
+# What a rendered-fields write stores: the fields, or their JSON text.
+JsonFields = dict[str, Any] | SerializedJson

@@ -3,6 +3,7 @@ Airflow 3's Execution API on the paths it shares."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any
 
 import orjson
@@ -11,9 +12,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from taskexec import errors
 from taskexec.api import middleware
-from taskexec.api.deps import DbDep, MaskerDep, RtifWriterDep, TaskInstanceIdDep
+from taskexec.api.deps import BodiesDep, DbDep, RtifWriterDep, TaskInstanceIdDep
 from taskexec.services import rendered_fields, task_instances
-from taskexec.wire import jsontree, protocol, schemas
+from taskexec.wire import protocol, schemas
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 409, 410, 422, 503)
@@ -30,7 +31,7 @@ _FIELD_META = TypeAdapter(dict[str, schemas.FieldMeta])
 MAX_FIELD_META_BYTES = 64 * 1024
 
 
-def _field_meta(request: Request, fields: dict[str, Any]) -> dict[str, Any] | None:
+def _field_meta(request: Request, fields: Collection[str]) -> dict[str, Any] | None:
     """The optional ``Taskexec-Rendered-Fields-Meta`` header: a JSON object of field name
     to ``{"renderer": ..., "truncated_at": ...}``. A header rather than a body key keeps
     the body exactly Airflow's; entries for fields not in the body are dropped."""
@@ -51,26 +52,6 @@ def _field_meta(request: Request, fields: dict[str, Any]) -> dict[str, Any] | No
     return {
         name: meta.model_dump(exclude_none=True) for name, meta in parsed.items() if name in fields
     }
-
-
-async def _json_object_body(request: Request) -> dict[str, Any]:
-    # Parsed by hand (orjson) rather than through a pydantic model: the body is
-    # free-form, and this is the hot path.
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidBodyError("The request body is not valid JSON.") from exc
-    if not isinstance(body, dict):
-        raise errors.InvalidBodyError(
-            "The request body must be a JSON object of field name to value."
-        )
-    # Refused up front with a clear 422 rather than failing later in orjson.
-    if jsontree.exceeds_depth(body, protocol.MAX_NESTING_DEPTH):
-        raise errors.InvalidBodyError(
-            f"The request body is nested more than {protocol.MAX_NESTING_DEPTH} levels deep."
-        )
-    return body
 
 
 @router.put(
@@ -99,14 +80,14 @@ async def put_rtif(
     request: Request,
     ti_id: TaskInstanceIdDep,
     db: DbDep,
-    masker: MaskerDep,
+    bodies: BodiesDep,
     write: RtifWriterDep,
 ) -> Response:
     """Store the rendered template fields of a task instance (one upsert; repeat-safe)."""
     # Masked again here, so a worker that forgot to mask cannot leak a secret into
     # the database.
-    fields = masker.redact_fields(await _json_object_body(request))
-    await write(db, ti_id, fields, _field_meta(request, fields))
+    body = await bodies.masked_body(await request.body())
+    await write(db, ti_id, body.fields, _field_meta(request, body.names))
     return Response(_RTIF_SET_BODY, status_code=201, media_type="application/json")
 
 
