@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from taskexec.config import Settings
@@ -28,13 +29,13 @@ from taskexec.race import bench
 from conftest import TEST_SECRET
 from helpers import report
 
+pytestmark = pytest.mark.fault
+
 INTERVAL = 0.5
 
 DAG = """
 import time
 from taskexec.sdk import Dag, PythonTask, chain
-
-pytestmark = pytest.mark.fault
 
 def nap():
     time.sleep(0.3)
