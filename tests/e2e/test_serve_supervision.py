@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from taskexec.config import Settings
 from taskexec.race import bench
 
-from helpers import only, report, serve_env
+from helpers import auth, only, report, rtif_rows, seed, serve_env
 
 pytestmark = pytest.mark.fault
 
@@ -131,3 +133,56 @@ def test_serve_waits_for_an_unreachable_database(settings: Settings) -> None:
     assert still_waiting
     waits = [line for line in stderr.splitlines() if "the database is not reachable" in line]
     assert len(waits) >= 2 and "Traceback" not in stderr, stderr
+
+
+@only("postgresql")
+def test_workers_killed_under_write_load_lose_no_acknowledged_write(
+    settings: Settings, sync_engine: Any
+) -> None:
+    tis = seed(settings, tasks=4).task_instances
+    acked = dict.fromkeys((ti.id for ti in tis), -1)
+    failures = {"transport": 0, "status": 0}
+    stop = threading.Event()
+    port = bench.free_port()
+
+    def write(ti: Any) -> None:
+        n = 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            while not stop.is_set():
+                n += 1
+                try:
+                    resp = client.put(
+                        f"/execution/task-instances/{ti.id}/rtif",
+                        json={"n": n},
+                        headers=auth(ti.token),
+                    )
+                except httpx.TransportError:
+                    failures["transport"] += 1  # in flight on the killed worker
+                    continue
+                if resp.status_code == 201:
+                    acked[ti.id] = n
+                else:
+                    failures["status"] += 1
+
+    with _serve(settings, port, 2) as proc:
+        _wait(lambda: len(_workers(proc.pid)) == 2, 30)
+        writers = [threading.Thread(target=write, args=(ti,)) for ti in tis]
+        for writer in writers:
+            writer.start()
+        # Both original workers, one after the other: whichever holds the writers'
+        # connections is killed under them.
+        for victim in sorted(_workers(proc.pid)):
+            time.sleep(1.5)
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(2)
+        stop.set()
+        for writer in writers:
+            writer.join(30)
+    stored = {str(r["task_id"]): r["rendered_fields"]["n"] for r in rtif_rows(sync_engine)}
+    lost = [ti for ti in tis if acked[ti.id] > stored.get(ti.task_id, -1)]
+    report(
+        f"[postgresql, serve --workers 2] kill -9 of both workers in turn under 4 writers: "
+        f"{sum(max(n, 0) for n in acked.values())} writes acknowledged, lost {len(lost)}, "
+        f"requests cut by the kill {failures['transport']}, non-2xx {failures['status']}"
+    )
+    assert not lost and all(n > 0 for n in acked.values())
