@@ -157,7 +157,8 @@ def test_workers_killed_under_write_load_lose_no_acknowledged_write(
                         headers=auth(ti.token),
                     )
                 except httpx.TransportError:
-                    failures["transport"] += 1  # in flight on the killed worker
+                    failures["transport"] += 1  # in flight on a killed worker, or no server
+                    time.sleep(0.05)
                     continue
                 if resp.status_code == 201:
                     acked[ti.id] = n
@@ -175,13 +176,18 @@ def test_workers_killed_under_write_load_lose_no_acknowledged_write(
             time.sleep(1.5)
             os.kill(victim, signal.SIGKILL)
         time.sleep(2)
+        # Then the supervisor: its workers finish what they hold and exit.
+        workers = _workers(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        _wait(lambda: not any(_alive(pid) for pid in workers), 15)
         stop.set()
         for writer in writers:
             writer.join(30)
     stored = {str(r["task_id"]): r["rendered_fields"]["n"] for r in rtif_rows(sync_engine)}
     lost = [ti for ti in tis if acked[ti.id] > stored.get(ti.task_id, -1)]
     report(
-        f"[postgresql, serve --workers 2] kill -9 of both workers in turn under 4 writers: "
+        f"[postgresql, serve --workers 2] kill -9 of both workers in turn, then of the "
+        f"supervisor, under 4 writers: "
         f"{sum(max(n, 0) for n in acked.values())} writes acknowledged, lost {len(lost)}, "
         f"requests cut by the kill {failures['transport']}, non-2xx {failures['status']}"
     )
