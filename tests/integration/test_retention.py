@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 
@@ -343,6 +345,37 @@ def test_a_failing_round_does_not_stop_the_pruner(
     assert background.failed_rounds == 1 and background.rounds >= 1
     assert background.rows_deleted == 2
     assert len(rtif_count(sync_engine)) == 1
+
+
+def test_an_outage_is_logged_once_and_its_end_with_a_count(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    async def down(*args: object, **kwargs: object) -> pruner.PruneResult:
+        calls.append(1)
+        if len(calls) <= 5:
+            raise sa.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("no db"))
+        return pruner.PruneResult(retain=1, dry_run=False)
+
+    monkeypatch.setattr(pruner, "prune_rendered_fields", down)
+
+    async def go() -> None:
+        db = _database(settings)
+        try:
+            background = pruner.Pruner(db, settings)
+            for _ in range(7):
+                await background.prune_once()
+        finally:
+            await db.dispose()
+
+    with caplog.at_level(logging.INFO, "taskexec.server.pruner"):
+        asyncio.run(go())
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskexec.server.pruner"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("pruning rendered fields failing: OperationalError")
+    assert lines[1].startswith("pruning rendered fields recovered after 5 failed rounds")
+    assert not any(r.exc_info for r in caplog.records)
 
 
 @only("postgresql", "mariadb")
