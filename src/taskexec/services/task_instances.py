@@ -68,12 +68,16 @@ async def _run_context(
             ti.c.map_index,
             ti.c.try_number,
             ti.c.max_tries,
+            ti.c.start_date.label("ti_start_date"),
             dr.c.dag_id,
             dr.c.run_id,
             dr.c.logical_date,
             dr.c.run_after,
+            dr.c.start_date,
+            dr.c.end_date,
             dr.c.state,
             dr.c.conf,
+            dr.c.clear_number,
         )
         .join(dr, sa.and_(dr.c.dag_id == ti.c.dag_id, dr.c.run_id == ti.c.run_id))
         .where(ti.c.id == ti_id)
@@ -85,14 +89,18 @@ async def _run_context(
             run_id=row.run_id,
             logical_date=row.logical_date,
             run_after=row.run_after,
+            start_date=row.start_date,
+            end_date=row.end_date,
             state=row.state,
             conf=row.conf or {},
+            clear_number=row.clear_number,
         ),
         task_id=row.task_id,
         map_index=row.map_index,
         try_number=row.try_number,
         max_tries=row.max_tries,
         should_retry=row.try_number <= row.max_tries,
+        start_date=row.ti_start_date,
     )
 
 

@@ -80,16 +80,25 @@ TIStatePayload = Annotated[
 
 
 class DagRunInfo(BaseModel):
-    """The dag run a task instance belongs to."""
+    """The dag run a task instance belongs to, in the shape of Airflow's ``DagRun``
+    (every key present, as its task SDK's client requires, null where taskexec has no
+    value: no data intervals, no assets, no partitions)."""
 
     dag_id: str
     run_id: str
     logical_date: dt.datetime | None
+    data_interval_start: dt.datetime | None = None
+    data_interval_end: dt.datetime | None = None
     run_after: dt.datetime
+    start_date: dt.datetime | None = None
+    end_date: dt.datetime | None = None
     state: str
     conf: dict[str, Any]
     run_type: str = "manual"
     clear_number: int = 0
+    triggering_user_name: str | None = None
+    consumed_asset_events: list[Any] = []
+    partition_key: str | None = None
 
 
 class TIRunContextResponse(BaseModel):
@@ -108,6 +117,7 @@ class TIRunContextResponse(BaseModel):
     upstream_map_indexes: dict[str, Any] | None = None
     next_method: str | None = None
     next_kwargs: dict[str, Any] | None = None
+    start_date: dt.datetime | None = None
 
 
 class MessageResponse(BaseModel):
