@@ -361,3 +361,23 @@ def test_a_large_body_is_masked_and_stored_off_the_event_loop(
     deep = b'{"a":' + b"[" * 300 + b"1" + b"]" * 300 + b"," + b'"pad":"' + b"y" * 70000 + b'"}'
     too_deep = client.put(_url(ti.id), content=deep, headers=auth(ti.token))
     assert too_deep.status_code == 422, too_deep.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_not_sent_as_json_is_415(
+    client: httpx.Client, settings: Settings, sync_engine: sa.Engine, content_type: str
+) -> None:
+    ti = seed(settings).task_instances[0]
+    resp = client.put(
+        _url(ti.id), content=b'{"a": 1}', headers={**auth(ti.token), "content-type": content_type}
+    )
+    _assert_error(resp, 415, "unsupported_media_type")
+    assert rtif_rows(sync_engine) == []
+    # JSON with parameters, a +json type, and no Content-Type at all (read as JSON).
+    for headers in (
+        {"content-type": "application/json; charset=utf-8"},
+        {"content-type": "application/vnd.api+json"},
+        {},
+    ):
+        ok = client.put(_url(ti.id), content=b'{"a": 1}', headers={**auth(ti.token), **headers})
+        assert ok.status_code == 201, (headers, ok.text)

@@ -17,7 +17,7 @@ from taskexec.services import rendered_fields, task_instances
 from taskexec.wire import protocol, schemas
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 409, 410, 422, 503)
+    code: {"model": schemas.ErrorResponse} for code in (401, 403, 404, 409, 410, 415, 422, 503)
 }
 
 router = APIRouter(prefix="/task-instances", tags=["task-instances"], responses=ERROR_RESPONSES)
@@ -29,6 +29,17 @@ _FIELD_META = TypeAdapter(dict[str, schemas.FieldMeta])
 # The meta header is outside the body limit; a renderer and a length per field fit in
 # far less than this.
 MAX_FIELD_META_BYTES = 64 * 1024
+
+
+def _require_json_or_none(request: Request) -> None:
+    """A body declared as anything but JSON is refused (415), as FastAPI refuses it for
+    Airflow's endpoint; no Content-Type at all is read as JSON, as FastAPI does."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise errors.UnsupportedMediaTypeError()
 
 
 def _field_meta(request: Request, fields: Collection[str]) -> dict[str, Any] | None:
@@ -84,6 +95,7 @@ async def put_rtif(
     write: RtifWriterDep,
 ) -> Response:
     """Store the rendered template fields of a task instance (one upsert; repeat-safe)."""
+    _require_json_or_none(request)
     # Masked again here, so a worker that forgot to mask cannot leak a secret into
     # the database.
     body = await bodies.masked_body(await request.body())
