@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import orjson
-
 from taskexec import errors
 from taskexec.wire import jsontree, masking, protocol
 
@@ -31,8 +29,12 @@ def masked_fields(raw: bytes, masker: masking.SecretsMasker) -> dict[str, Any]:
     """The body as a masked dict of field name to value; ``InvalidBodyError`` (422) if
     it is not a JSON object or is nested too deep."""
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        body = jsontree.loads(raw)
+    except RecursionError as exc:
+        raise errors.InvalidBodyError(
+            f"The request body is nested more than {protocol.MAX_NESTING_DEPTH} levels deep."
+        ) from exc
+    except ValueError as exc:
         raise errors.InvalidBodyError("The request body is not valid JSON.") from exc
     if not isinstance(body, dict):
         raise errors.InvalidBodyError(
@@ -55,7 +57,7 @@ def _masked_json(raw: bytes, words: tuple[str, ...]) -> tuple[list[str], str]:
     """In the worker process: the field names and the masked fields as JSON text (the
     server process would spend longer building the tree again than the work took)."""
     fields = masked_fields(raw, _masker(words))
-    return list(fields), orjson.dumps(fields).decode()
+    return list(fields), jsontree.dumps(fields)
 
 
 @dataclasses.dataclass(frozen=True)

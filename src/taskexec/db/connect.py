@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -60,7 +59,7 @@ def sync_url(url: str | URL) -> URL:
 def _json_dumps(value: Any) -> str:
     if type(value) is jsontree.SerializedJson:
         return value  # serialized already
-    return orjson.dumps(value).decode()
+    return jsontree.dumps(value)
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -75,7 +74,7 @@ def _engine_kwargs(url: URL, settings: Settings, *, bounded: bool) -> dict[str, 
     and admin commands, on the sync engine, are not bounded so)."""
     kwargs: dict[str, Any] = {
         "json_serializer": _json_dumps,
-        "json_deserializer": orjson.loads,
+        "json_deserializer": jsontree.loads,
     }
     backend = backend_of(url)
     limit = settings.transaction_timeout_seconds

@@ -4,10 +4,14 @@ masking, serialization and the server's nesting check are each a few callbacks o
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Generic, NoReturn, TypeVar
+
+import orjson
 
 State = TypeVar("State")
 Out = TypeVar("Out")
@@ -130,3 +134,32 @@ class SerializedJson(str):
 
 # What a rendered-fields write stores: the fields, or their JSON text.
 JsonFields = dict[str, Any] | SerializedJson
+
+
+# An integer token of 19 digits or more may not fit in 64 bits, which orjson reads as a
+# float (changing it) and cannot write. Such text takes the standard library's path,
+# which keeps integers of any size exactly. (A long digit run inside a string also
+# takes it: slower, never wrong.)
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON text to a value, integers of any size kept exact; NaN and Infinity refused
+    (``ValueError``), as in strict JSON."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if _LONG_DIGITS.search(data) is None:
+        return orjson.loads(data)
+    return json.loads(data, parse_constant=_no_constants)
+
+
+def dumps(value: Any) -> str:
+    """A value to compact JSON text, integers of any size kept exact."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # Only an integer beyond 64 bits takes this path: orjson refuses it.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
