@@ -67,11 +67,20 @@ class RequestContextMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413, before they are read whole.
+# How much of an oversized body is read and discarded before the 413 goes out. A client
+# that writes its whole body before reading (urllib, http.client) would otherwise meet
+# a closed socket (a broken pipe or a reset) instead of the answer. Past this, the
+# connection is closed anyway: draining is bounded (and so is time, by the deadline).
+DRAIN_BYTES = 16 * 1024 * 1024
 
-    A declared ``Content-Length`` over the limit is refused at once; a chunked body is
-    counted as it arrives and refused as soon as it passes the limit.
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413, before they are kept whole.
+
+    A declared ``Content-Length`` over the limit is refused without being stored; a
+    chunked body is counted as it arrives and refused as soon as it passes the limit.
+    Either way the rest of the body is read and discarded (up to ``DRAIN_BYTES``) before
+    the answer, so that every ordinary client gets to read it.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -84,6 +93,7 @@ class BodyLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _drain(receive, 0)
             await self._refuse(send)
             return
         received = 0
@@ -94,6 +104,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive, received)
                     raise errors.PayloadTooLargeError(self._message())
             return message
 
@@ -104,6 +116,18 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         await send_error(send, 413, errors.PayloadTooLargeError.reason, self._message(), close=True)
+
+
+async def _drain(receive: Receive, already: int) -> None:
+    """Read and drop the rest of a request body, up to ``DRAIN_BYTES`` in all."""
+    drained = already
+    while drained <= DRAIN_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client is gone
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class DeadlineMiddleware:
