@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from taskexec.api import bodies
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
+from taskexec.wire import protocol
 
 from helpers import auth, rtif_rows, seed
 
@@ -381,3 +382,27 @@ def test_a_body_not_sent_as_json_is_415(
     ):
         ok = client.put(_url(ti.id), content=b'{"a": 1}', headers={**auth(ti.token), **headers})
         assert ok.status_code == 201, (headers, ok.text)
+
+
+def test_one_nesting_limit_on_every_database(
+    client: httpx.Client, settings: Settings, sync_engine: sa.Engine
+) -> None:
+    """At the limit (the body's object counts as one level) stored and read back alike;
+    one level past it a 422, before anything is stored."""
+    ti = seed(settings).task_instances[0]
+
+    def nested(levels: int) -> dict[str, object]:
+        value: object = 1
+        for _ in range(levels - 1):
+            value = [value]
+        return {"a": value}
+
+    at_limit = nested(protocol.MAX_NESTING_DEPTH)
+    resp = client.put(_url(ti.id), json=at_limit, headers=auth(ti.token))
+    assert resp.status_code == 201, resp.text
+    assert client.get(_url(ti.id), headers=auth(ti.token)).json()["rendered_fields"] == at_limit
+    past = client.put(
+        _url(ti.id), json=nested(protocol.MAX_NESTING_DEPTH + 1), headers=auth(ti.token)
+    )
+    _assert_error(past, 422, "invalid_body")
+    assert [r["rendered_fields"] for r in rtif_rows(sync_engine)] == [at_limit]

@@ -21,6 +21,7 @@ from taskexec.sdk.serialization import (
     serialize_template_field,
     truncate_rendered_value,
 )
+from taskexec.wire import jsontree, protocol
 from taskexec.wire.protocol import is_truncated
 
 
@@ -347,10 +348,13 @@ def test_serialize_and_truncate_deep_value() -> None:
     for _ in range(5000):
         value = [value]
     result = serialize_and_truncate(value, 300)
-    assert isinstance(result, str)
-    assert is_truncated(result)
-    assert len(result) == 300
-    assert result[len(TRUNCATION_PREFIX) :].startswith("[[[[")
+    # Cut at the depth the server accepts, with the fields object around it.
+    assert not jsontree.exceeds_depth({"field": result}, protocol.MAX_NESTING_DEPTH)
+    assert jsontree.exceeds_depth({"field": [result]}, protocol.MAX_NESTING_DEPTH)
+    bottom = result
+    while isinstance(bottom, list):
+        bottom = bottom[0]
+    assert bottom == TOO_DEEP
 
 
 def test_is_truncated() -> None:

@@ -17,8 +17,10 @@ JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, J
 
 TRUNCATION_PREFIX = protocol.TRUNCATION_PREFIX
 DEFAULT_MAX_TEMPLATED_FIELD_LENGTH = 4096
-# Containers nested deeper than the server accepts are replaced by TOO_DEEP.
-MAX_DEPTH = protocol.MAX_NESTING_DEPTH
+# Containers nested deeper than the server accepts are replaced by TOO_DEEP. A value
+# cut here keeps MAX_DEPTH + 1 containers (the last one holds the marker), and the
+# body's object of fields is one more: together exactly the server's limit.
+MAX_DEPTH = protocol.MAX_NESTING_DEPTH - 2
 # JSON numbers the server accepts (orjson): signed 64-bit; larger ints are sent as text.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 TOO_DEEP = "<too deep>"

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from itertools import count, repeat
 from typing import Any
 
-from taskexec.wire import jsontree, protocol
+from taskexec.wire import jsontree
 
 # Airflow 3.3's default sensitive names: a name containing one is hidden. A name is
 # compared in lower case with its non-word characters made "_" (so "API-Key" and
@@ -58,7 +58,7 @@ MIN_SECRET_LENGTH = 5
 # walking them is possible, but nothing downstream (repr, json, orjson) could handle the
 # result, and masking the whole subtree can never leak what is inside it. Far deeper than
 # the wire allows: the masker also guards values that never crossed it.
-MAX_DEPTH = 10 * protocol.MAX_NESTING_DEPTH
+MAX_DEPTH = 2000
 
 _NAME_CACHE_SIZE = 4096
 

@@ -21,10 +21,11 @@ FIELD_META_HEADER = "Taskexec-Rendered-Fields-Meta"
 # starts it, executors.worker reads the variable).
 WORKER_REPORT_FD_ENV = "TASKEXEC_WORKER_REPORT_FD"
 
-# How deep rendered fields may nest. The server stores JSON through orjson, which writes
-# at most 254 levels: it refuses deeper bodies with a 422, and the worker replaces
-# deeper containers with a marker before sending.
-MAX_NESTING_DEPTH = 200
+# How deep rendered fields may nest, counting the body's own object as 1: one limit on
+# every database, MariaDB's (its JSON check refuses 32 containers deep). The server
+# refuses deeper bodies with a 422, and the worker replaces deeper containers with a
+# marker before sending.
+MAX_NESTING_DEPTH = 31
 
 # Airflow's notice at the start of a field the worker cut to max_templated_field_length.
 TRUNCATION_PREFIX = "Truncated. You can change this behaviour in max_templated_field_length. "
