@@ -119,6 +119,12 @@ class DatabaseUnavailableError(TaskExecError):
     reason = "database_unavailable"
 
 
+class ServiceUnavailableError(TaskExecError):
+    """The server cannot handle this request now; try again."""
+
+    reason = "temporarily_unavailable"
+
+
 class SchemaOutdatedError(TaskExecError):
     """The database schema is not at the version this release needs."""
 

@@ -6,11 +6,13 @@ against a clear that came after the plan."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
+from taskexec.scheduler import loop
 from taskexec.sdk import Dag, PythonTask
 from taskexec.services import dag_runs, run_actions, scheduling
 from taskexec.wire import schemas as wire_schemas
@@ -127,3 +129,64 @@ def test_a_plan_made_before_a_clear_does_not_end_the_run(settings: Settings) -> 
         )
 
     _with_db(settings, go)
+
+
+class _Slots:
+    """An executor stand-in with ``slots`` free slots, recording what it is sent."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.sent: list[uuid.UUID] = []
+
+    def free(self) -> int:
+        return self.slots - len(self.sent)
+
+    def send(self, ti_id: uuid.UUID) -> None:
+        self.sent.append(ti_id)
+
+
+def test_a_full_dag_does_not_keep_slots_from_the_others(settings: Settings) -> None:
+    with Dag("alpha", max_active_tasks=2) as alpha:
+        for n in range(10):
+            PythonTask(f"t{n}", python_callable=print)
+    older = seed_dag_run(settings, alpha)
+    newer = seed_dag_run(settings, _dag("beta", 4))
+
+    async def go(db: db_engine.Database) -> list[str]:
+        specs: dict[int, wire_schemas.DagSpec | None] = {}
+        await _start_all(db, specs)
+        ids = [t.id for run in (older, newer) for t in run.task_instances]
+        await db.write(scheduling.schedule, ready=ids)
+        runs = await db.read(scheduling.active_runs, specs=specs)
+        scheduler = loop.Scheduler(db, settings)
+        slots = _Slots(8)
+        scheduler._workers = slots  # type: ignore[assignment]
+        await scheduler._dispatch({r.pk: r for r in runs})
+        by_id = {t.id: run.dag_id for run in (older, newer) for t in run.task_instances}
+        return [by_id[ti_id] for ti_id in slots.sent]
+
+    sent = _with_db(settings, go)
+    assert sorted(sent) == ["alpha", "alpha", "beta", "beta", "beta", "beta"]
+
+
+def test_a_queue_write_given_up_on_is_undone_next_iteration(settings: Settings) -> None:
+    run = seed_dag_run(settings, _dag("alpha", 2))
+
+    async def go(db: db_engine.Database) -> list[str | None]:
+        specs: dict[int, wire_schemas.DagSpec | None] = {}
+        runs = await _start_all(db, specs)
+        ids = [t.id for t in run.task_instances]
+        await db.write(scheduling.schedule, ready=ids)
+        scheduler = loop.Scheduler(db, settings)
+        # The write committed, but the scheduler never learnt it (a late commit).
+        await db.write(scheduling.queue, ids, holder=scheduler.holder)
+        scheduler._unconfirmed.update(ids)
+        slots = _Slots(2)
+        scheduler._workers = slots  # type: ignore[assignment]
+        running = {r.pk: r for r in await db.read(scheduling.active_runs, specs=specs)}
+        assert runs
+        await scheduler._dispatch(running)
+        assert sorted(slots.sent) == sorted(ids)  # handed out now, not after 10 minutes
+        return [t.state for t in await db.read(scheduling.tries_of_runs, list(running))]
+
+    assert _with_db(settings, go) == ["queued", "queued"]

@@ -17,6 +17,7 @@ import functools
 import multiprocessing
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from taskexec import errors
@@ -84,13 +85,33 @@ class BodyProcessor:
         if len(raw) < OFFLOAD_BYTES:
             fields = masked_fields(raw, self.masker)
             return MaskedBody(frozenset(fields), fields)
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            pool = self._running_pool()
+            try:
+                names, text = await loop.run_in_executor(pool, _masked_json, raw, self._words)
+            except BrokenProcessPool:
+                # Its process died (killed, out of memory): a new pool takes the next try.
+                self._discard(pool)
+                if attempt == 2:
+                    raise errors.ServiceUnavailableError(
+                        "The server could not process this body; try again."
+                    ) from None
+                continue
+            return MaskedBody(frozenset(names), jsontree.SerializedJson(text))
+        raise AssertionError("unreachable")
+
+    def _running_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self._processes, mp_context=multiprocessing.get_context("spawn")
             )
-        loop = asyncio.get_running_loop()
-        names, text = await loop.run_in_executor(self._pool, _masked_json, raw, self._words)
-        return MaskedBody(frozenset(names), jsontree.SerializedJson(text))
+        return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        if self._pool is pool:
+            self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the worker processes (work in flight is dropped)."""

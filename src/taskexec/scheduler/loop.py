@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Iteration durations kept for ``Scheduler.stats`` (the benchmark reads them).
 KEEP_DURATIONS = 10_000
+# Pages of scheduled tries read per iteration when dags fill up along the way.
+DISPATCH_PAGES = 10
 
 
 def new_holder_id() -> str:
@@ -98,6 +100,8 @@ class Scheduler:
         self._digests: dict[int, frozenset[tuple[Any, ...]]] = {}
         self._all_planned_at = 0.0
         self._outage = logs.Outage(log, "scheduler iterations")
+        # Tries of a queue write that ended in an error: it may have committed anyway.
+        self._unconfirmed: set[uuid.UUID] = set()
 
     @property
     def interval(self) -> float:
@@ -324,25 +328,47 @@ class Scheduler:
 
     async def _dispatch(self, running: dict[int, schemas.ActiveRun]) -> None:
         """Hand scheduled tries to the executor: oldest run first, within each dag's
-        max_active_tasks and the executor's free slots."""
+        max_active_tasks and the executor's free slots. A page of candidates is read at
+        a time; a dag that fills up is left out of the next page, so one dag's backlog
+        never keeps slots from the others."""
         workers = self._workers
-        free = workers.free() if workers is not None else 0
-        if workers is None or free <= 0:
+        if workers is None:
             return
+        if self._unconfirmed:
+            # A queue write this scheduler gave up on may still have committed: those
+            # tries were never handed out, so they are scheduled again.
+            await self.db.write(scheduling.requeue, sorted(self._unconfirmed), by=self.holder)
+            self._unconfirmed.clear()
         limits = {r.dag_id: r.spec.max_active_tasks for r in running.values() if r.spec}
-        active = Counter(await self.db.read(scheduling.active_tasks))
-        full = sorted(dag for dag, limit in limits.items() if active[dag] >= limit)
-        candidates = await self.db.read(scheduling.scheduled_tries, limit=free, skip_dags=full)
         with_spec = {(r.dag_id, r.run_id) for r in running.values() if r.spec is not None}
-        chosen = []
-        for t in candidates:
-            if (t.dag_id, t.run_id) not in with_spec or active[t.dag_id] >= limits[t.dag_id]:
-                continue
-            chosen.append(t.id)
-            active[t.dag_id] += 1
-        if not chosen:
-            return
-        queued = await self.db.write(scheduling.queue, chosen, holder=self.holder)
+        active = Counter(await self.db.read(scheduling.active_tasks))
+        full = {dag for dag, limit in limits.items() if active[dag] >= limit}
+        for _ in range(DISPATCH_PAGES):
+            free = workers.free()
+            if free <= 0:
+                return
+            page = await self.db.read(
+                scheduling.scheduled_tries, limit=free, skip_dags=sorted(full)
+            )
+            chosen = []
+            for t in page:
+                if (t.dag_id, t.run_id) not in with_spec or t.dag_id in full:
+                    continue
+                chosen.append(t.id)
+                active[t.dag_id] += 1
+                if active[t.dag_id] >= limits[t.dag_id]:
+                    full.add(t.dag_id)
+            if chosen:
+                await self._queue(workers, chosen)
+            if len(page) < free or not chosen:
+                return  # no more candidates, or none this page could take
+
+    async def _queue(self, workers: base.Workers, chosen: list[uuid.UUID]) -> None:
+        try:
+            queued = await self.db.write(scheduling.queue, chosen, holder=self.holder)
+        except errors.DatabaseUnavailableError:
+            self._unconfirmed.update(chosen)
+            raise
         for ti_id in queued:
             workers.send(ti_id)
         self.stats.tries_queued += len(queued)

@@ -55,6 +55,7 @@ STATUS_BY_ERROR: dict[type[errors.TaskExecError], int] = {
     errors.PayloadTooLargeError: 413,
     errors.UnsupportedMediaTypeError: 415,
     errors.DatabaseUnavailableError: 503,
+    errors.ServiceUnavailableError: 503,
     errors.SchemaOutdatedError: 503,
 }
 

@@ -291,11 +291,16 @@ async def requeue(
     *,
     queued_before: dt.datetime | None = None,
     not_by: str | None = None,
+    by: str | None = None,
 ) -> int:
     """queued → scheduled, to be handed out again: tries queued before ``queued_before``
-    (no worker took them in time) or by another scheduler than ``not_by`` (one that is
-    gone). A worker that started one meanwhile has moved it to running: it stays."""
+    (no worker took them in time), by another scheduler than ``not_by`` (one that is
+    gone), or by ``by`` (this scheduler, whose queue write it could not confirm, so
+    never handed them out). A worker that started one meanwhile has moved it to
+    running: it stays."""
     where = []
+    if by is not None:
+        where.append(ti.c.queued_by == by)
     if queued_before is not None:
         where.append(ti.c.queued_at < queued_before)
     if not_by is not None:
