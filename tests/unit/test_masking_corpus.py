@@ -73,6 +73,13 @@ SECRETS: list[tuple[str, str]] = [
     ('"client_secret": "cs-abcdef123456"', "cs-abcdef123456"),
     ("--token=tkn-0987654321", "tkn-0987654321"),
     ("--password s3cr3tArg", "s3cr3tArg"),
+    ("PGPASSWORD=hunter2pg", "hunter2pg"),
+    ("JWT_SECRET_KEY=zzz999jwt", "zzz999jwt"),
+    ("Authorization: Token 9944b09199c62bcf9418ad846dd0e4bb", "9944b09199c62bcf9418ad846dd0e4bb"),
+    ("authorization: bearer abcDEF123456", "abcDEF123456"),
+    ("--conn-password hunter2conn", "hunter2conn"),
+    ('"password": "correct horse battery"', "correct horse battery"),
+    ('password="ab,cd-secret"', "ab,cd-secret"),
 ]
 
 # (a dict holding a secret, the secret part)

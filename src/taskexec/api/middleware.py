@@ -8,6 +8,7 @@ limit act while the body streams in, before it is read whole.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskexec import errors, logs
 from taskexec.wire import protocol
+
+log = logging.getLogger(__name__)
 
 # Keys in ``scope["state"]`` (``request.state``). The auth dependency sets the refreshed
 # token; the correlation id is kept there so that even the outermost 500 handler sees it.
@@ -175,6 +178,7 @@ class DeadlineMiddleware:
             return
         answered = True
         handler.cancel()
+        handler.add_done_callback(_retrieve)
         if not body_complete:
             message = f"The request body did not arrive within {self.seconds:g} seconds."
             await send_error(send, 408, "request_timeout", message, close=True)
@@ -182,6 +186,12 @@ class DeadlineMiddleware:
         message = f"The server could not answer within {self.seconds:g} seconds; try again."
         retry = [(b"retry-after", str(self.retry_after).encode())]
         await send_error(send, 503, "deadline_exceeded", message, headers=retry)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Collect what a handler cancelled at the deadline ended with (nobody awaits it)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("a request answered at its deadline then failed: %r", task.exception())
 
 
 async def send_error(

@@ -126,6 +126,8 @@ class Database:
             done, _ = await asyncio.wait((work,), timeout=self.deadline)
         except asyncio.CancelledError:
             work.cancel()  # the caller is gone (a client that hung up): so is its work
+            self._abandoned.add(work)
+            work.add_done_callback(self._forget)
             raise
         if done:
             return work.result()

@@ -79,10 +79,18 @@ _NAME_CACHE_SIZE = 4096
 # - tokens with a known shape: GitHub, Slack, OpenAI/Stripe-style, Google API keys, AWS
 #   access key ids (which carry a digit: "ASIAPACIFICSOUTHEAST" is a word), and the
 #   credentials of an HTTP Authorization header.
-_SECRET_KEY = (
-    r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
-    r"|private[_-]?key|auth(?:orization)?)"
+# Secret-named settings. A long key may be glued to a prefix ("PGPASSWORD"); a short
+# one needs a boundary ("db_pass", not "bypass"); either may end in "_key" or "_token"
+# ("SECRET_KEY"). The match starts at the key itself (a prefix is left as it is), so
+# no alternative starts by scanning letters it may have to give back.
+_LONG_KEY = (
+    r"(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|private[_-]?key)"
 )
+_SHORT_KEY = r"(?:pass|pwd|auth)"
+_KEY = rf"(?:(?<![A-Za-z0-9]){_SHORT_KEY}|{_LONG_KEY})(?:[_-]?(?:key|token))?"
+# A setting's value: quoted (up to its closing quote, spaces and commas included) or bare.
+_VALUE = r"""(?:"[^"\r\n]{1,500}"|'[^'\r\n]{1,500}'|(?!\*\*\*)["']?[^\s"';,]+)"""
 _PATTERN = re.compile(
     rf"""
     (?P<pem>-----BEGIN\ [A-Z0-9 ]{{0,40}}PRIVATE\ KEY[A-Z0-9 ]{{0,10}}-----
@@ -92,16 +100,17 @@ _PATTERN = re.compile(
     |(?P<skip>eyJ[A-Za-z0-9_-]*+)
     |(?P<akid>\b(?:AKIA|ASIA)(?=[A-Z]{{0,15}}[0-9])[A-Z0-9]{{16}}\b)
     |(?<=[A-Za-z0-9+.-])://(?P<user>[^:/@\s]*+):\S{{1,256}}(?=@)
-    |(?P<query>[?&](?i:[a-z0-9_-]{{0,30}}{_SECRET_KEY})=)[^&#\s]+
-    |(?P<assign>(?<![A-Za-z0-9])(?i:[a-z0-9]{{1,30}}[_-])?(?i:client[_-]?)?(?i:{_SECRET_KEY})
-        ["']?\s{{0,3}}[=:]\s{{0,3}}["']?)(?!\*\*\*|(?:Bearer|Basic)\ )[^\s"';,]+
-    |(?P<flag>--(?i:{_SECRET_KEY})\ )[^\s-][^\s]*
+    |(?P<query>[?&](?i:[a-z0-9_-]{{0,30}}?{_KEY})=)[^&#\s]+
+    |(?P<authz>(?i:(?:proxy-)?authorization)["']?\s{{0,3}}[:=]\s{{0,3}}(?:[A-Za-z]{{1,20}}\ +)?)
+        [^"'\s][^"'\r\n]{{0,500}}
+    |(?P<assign>(?i:{_KEY})["']?\s{{0,3}}[=:]\s{{0,3}})(?!(?i:bearer|basic)\ ){_VALUE}
+    |(?P<flag>--(?i:[a-z0-9]{{1,20}}-){{0,4}}(?i:{_LONG_KEY}|{_SHORT_KEY})\ +)[^\s-]\S*
     |\b(?:gh[pousr]_[A-Za-z0-9]{{30,}}|github_pat_[A-Za-z0-9_]{{22,}})
     |\bxox[abposr]-[A-Za-z0-9-]{{10,}}
     |\bsk-(?:proj-)?[A-Za-z0-9_-]{{20,}}
     |\b[sr]k_(?:live|test)_[A-Za-z0-9]{{16,}}
     |\bAIza[0-9A-Za-z_-]{{35}}
-    |(?P<scheme>\b(?:Bearer|Basic)\ +)(?=[A-Za-z0-9._~+/=-]{{0,500}}[0-9=])[A-Za-z0-9._~+/=-]{{8,}}
+    |(?P<scheme>\b(?i:bearer|basic)\ +)(?=[A-Za-z0-9._~+/=-]{{0,500}}[0-9=])[A-Za-z0-9._~+/=-]{{8,}}
     """,
     re.VERBOSE,
 )
@@ -122,7 +131,7 @@ _TRIGGERS = (
     "Bearer",
     "Basic",
 )
-_LOWER_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "auth")
+_LOWER_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "auth", "bearer", "basic")
 _GITHUB_PREFIX = re.compile(r"gh[pousr]_|github_pat_")
 
 
@@ -136,10 +145,12 @@ def _replace_match(match: re.Match[str]) -> str:
     user = match.group("user")
     if user is not None:
         return f"://{user}:{MASK}"
-    for kept in ("query", "assign", "flag", "scheme"):
+    for kept in ("query", "authz", "assign", "flag", "scheme"):
         prefix = match.group(kept)
         if prefix is not None:
-            return prefix + MASK
+            value = match.group()[len(prefix) :]
+            quote = value[0] if value[:1] in ("'", '"') and value[-1:] == value[0] else ""
+            return f"{prefix}{quote}{MASK}{quote}"
     return MASK
 
 
