@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from taskexec import cli
 from taskexec.config import Settings
 from taskexec.race import command, databases
+from taskexec.race import report as race_report
 
-from conftest import IN_CI, LiveServer
+from conftest import IN_CI, LiveServer, run_server
 from helpers import report, seed
 
 ROUNDS = 5
@@ -108,3 +111,21 @@ def test_against_a_live_server(live_server: LiveServer, settings: Settings, tmp_
     case = command.run_against(live_server.base_url, parsed, 8, "first-write")
     assert (case.requests, case.non_2xx, case.get_mismatches) == (32, 0, 0)
     assert case.statuses == {"201": 32}
+
+
+def test_against_a_server_without_read_back_says_not_checked(tmp_path: Path) -> None:
+    """Airflow's Execution API has no GET for rendered fields: the race reports the
+    read-back as not checked, never as writes lost."""
+    app = FastAPI()
+
+    @app.put("/execution/task-instances/{ti_id}/rtif", status_code=201)
+    async def put(ti_id: str) -> dict[str, str]:
+        return {"message": "ok"}
+
+    targets = tmp_path / "targets.txt"
+    targets.write_text("".join(f"{uuid.uuid4()} token-{n}\n" for n in range(3)))
+    with run_server(app) as live:
+        case = command.run_against(live.base_url, command.read_targets(targets), 4, "first-write")
+    assert (case.non_2xx, case.get_mismatches) == (0, None)
+    assert case.readback.startswith("not checked")
+    assert "GET not served" in race_report.markdown([case], {})
