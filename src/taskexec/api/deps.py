@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from taskexec import errors
@@ -22,6 +22,7 @@ from taskexec.db.engine import Database
 from taskexec.security import TokenSigner
 from taskexec.services import rendered_fields
 from taskexec.wire import jsontree
+from taskexec.wire.schemas import INT32_MAX
 
 
 async def get_db(request: Request) -> Database:
@@ -57,6 +58,8 @@ async def get_rtif_writer() -> RtifWriter:
 
 
 DbDep = Annotated[Database, Depends(get_db)]
+# A task instance's map index in a query (-1: not mapped), within the INT column.
+MapIndex = Annotated[int, Query(ge=-1, le=INT32_MAX, description="map index (-1: not mapped)")]
 RtifWriterDep = Annotated[RtifWriter, Depends(get_rtif_writer)]
 BodiesDep = Annotated[bodies.BodyProcessor, Depends(get_bodies)]
 

@@ -125,7 +125,7 @@ async def log_page(
     run_id: str,
     task_id: str,
     db: deps.DbDep,
-    map_index: Annotated[int, Query(ge=-1, le=INT32_MAX)] = -1,
+    map_index: deps.MapIndex = -1,
     try_number: Annotated[int | None, Query(alias="try", ge=1, le=10_000)] = None,
 ) -> HTMLResponse:
     """A try's log, as the worker wrote it on this machine (the latest try by default)."""
@@ -166,7 +166,7 @@ async def fields_page(
     run_id: str,
     task_id: str,
     db: deps.DbDep,
-    map_index: Annotated[int, Query(ge=-1, le=INT32_MAX)] = -1,
+    map_index: deps.MapIndex = -1,
 ) -> HTMLResponse:
     """One task instance's rendered fields, each in full and highlighted by its renderer."""
     try:

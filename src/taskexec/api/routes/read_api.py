@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from taskexec import schemas
-from taskexec.api.deps import DbDep, ReaderDep
+from taskexec.api.deps import DbDep, MapIndex, ReaderDep
 from taskexec.services import dag_runs, dags, rendered_fields, task_instances
 from taskexec.wire import schemas as wire_schemas
 from taskexec.wire.schemas import INT32_MAX
@@ -88,7 +88,7 @@ async def get_rendered_fields(
     run_id: str,
     task_id: str,
     db: DbDep,
-    map_index: Annotated[int, Query(ge=-1, le=INT32_MAX)] = -1,
+    map_index: MapIndex = -1,
 ) -> schemas.RenderedFieldsView:
     """One task instance's rendered fields: each with its renderer and truncation, the
     try that wrote them and when."""
