@@ -19,7 +19,8 @@ from taskexec.db import models
 from taskexec.race import harness
 from taskexec.sdk.dag import Dag
 from taskexec.security import TokenSigner
-from taskexec.services import dag_runs, rendered_fields
+from taskexec.services import dag_runs, rendered_fields, run_actions
+from taskexec.wire.states import DagRunState
 
 
 def seed_run(
@@ -34,8 +35,7 @@ def seed_run(
     """Create a dag run with queued task instances ``task_0``.. (each mapped over
     ``map_count`` indexes), through the transaction owner and the one service that
     creates runs; with a token for each task instance."""
-    indexes = range(map_count) if map_count is not None else [-1]
-    specs = [(f"task_{n}", m, max_tries) for n in range(tasks) for m in indexes]
+    specs = dag_runs.bare_tasks(tasks, map_count, max_tries)
 
     async def go() -> schemas.NewDagRun:
         async with db_engine.open_database(settings) as db:
@@ -68,6 +68,35 @@ def store_fields(settings: Settings, ti_id: uuid.UUID, fields: dict[str, Any]) -
     async def go() -> None:
         async with db_engine.open_database(settings) as db:
             await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields)
+
+    asyncio.run(go())
+
+
+def end_run(settings: Settings, engine: sa.Engine, run_id: str, state: str) -> None:
+    """End a run as success or failed through the service that owns ending runs (the
+    scheduler's ``dag_runs.end_run``)."""
+    dr = models.dag_run
+    with engine.connect() as conn:
+        pk = conn.execute(sa.select(dr.c.id).where(dr.c.run_id == run_id)).scalar_one()
+
+    async def go() -> None:
+        async with db_engine.open_database(settings) as db:
+            assert await db.write(dag_runs.end_run, pk=pk, state=DagRunState(state))
+
+    asyncio.run(go())
+
+
+def clear(settings: Settings, run_id: str, task_ids: list[str]) -> None:
+    """Clear task instances of ``test_dag``'s run as ``taskexec tasks clear`` does."""
+
+    async def go() -> None:
+        async with db_engine.open_database(settings) as db:
+            await db.write(
+                run_actions.clear_task_instances,
+                dag_id="test_dag",
+                run_id=run_id,
+                task_ids=task_ids,
+            )
 
     asyncio.run(go())
 

@@ -20,7 +20,7 @@ from taskexec.server.app import create_app
 from taskexec.wire import protocol
 
 from conftest import LiveServer
-from helpers import auth, get_as, only, seed, seed_run
+from helpers import auth, end_run, get_as, only, seed, seed_run
 
 API = "/api/v1"
 
@@ -42,19 +42,13 @@ def _put(
     assert resp.status_code == 201, resp.text
 
 
-def _set_run_state(engine: sa.Engine, run_id: str, state: str) -> None:
-    dr = models.dag_run
-    with engine.begin() as conn:
-        conn.execute(sa.update(dr).where(dr.c.run_id == run_id).values(state=state))
-
-
 def test_dags_runs_and_pagination(
     client: httpx.Client, settings: Settings, sync_engine: sa.Engine
 ) -> None:
     runs = [seed_run(settings, dag_id="alpha", tasks=1) for _ in range(5)]
     seed_run(settings, dag_id="beta", tasks=2)
-    _set_run_state(sync_engine, runs[1].run_id, "success")
-    _set_run_state(sync_engine, runs[3].run_id, "success")
+    end_run(settings, sync_engine, runs[1].run_id, "success")
+    end_run(settings, sync_engine, runs[3].run_id, "success")
 
     body = client.get(f"{API}/dags").json()
     assert body["total"] == 2

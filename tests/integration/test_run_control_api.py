@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from taskexec.config import Settings
 from taskexec.db import models
 
-from helpers import auth, history_rows, seed, ti_row
+from helpers import auth, end_run, history_rows, seed, ti_row
 
 RUNNER = {"hostname": "worker-1", "pid": 4242}
 API = "/api/v1/dags/test_dag/runs"
@@ -57,8 +57,7 @@ def test_a_succeeded_run_cannot_be_cancelled(
     client: httpx.Client, settings: Settings, sync_engine: sa.Engine
 ) -> None:
     run = seed(settings)
-    with sync_engine.begin() as conn:
-        conn.execute(sa.update(models.dag_run).values(state="success"))
+    end_run(settings, sync_engine, run.run_id, "success")
     resp = client.patch(f"{API}/{run.run_id}", json={"state": "failed"})
     assert resp.status_code == 409 and resp.json()["detail"]["reason"] == "invalid_state"
 

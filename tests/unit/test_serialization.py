@@ -240,6 +240,15 @@ def test_ints_beyond_64_bits_become_text() -> None:
     ]
 
 
+def test_ints_over_the_digit_limit_become_hex_text() -> None:
+    # str() of such an int raises ValueError (Python's int-to-str limit): it used to fail
+    # the whole serialization, and with it the try.
+    huge = 10**5000
+    assert serialize_template_field({"n": huge}) == {"n": hex(huge)}
+    cut = serialize_and_truncate({"n": huge}, 100)
+    assert isinstance(cut, str) and cut.startswith(TRUNCATION_PREFIX)
+
+
 def test_cycles_do_not_hang() -> None:
     loop: list[object] = [1]
     loop.append(loop)

@@ -21,9 +21,9 @@ from taskexec.config import get_settings
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    # Imported here, not at the top: the local executor's worker processes are spawned
-    # from this command's script, which imports this package, and a worker must not
-    # load the server side (SQLAlchemy, FastAPI) that the commands use.
+    # Imported when the parser is built, not with the package: importing
+    # ``taskexec.cli`` alone loads none of the commands' dependencies (SQLAlchemy,
+    # FastAPI, Rich).
     from taskexec.cli import db, demo, run, runs, serve, tools, workers
 
     parser = argparse.ArgumentParser(prog="taskexec", description="The ``taskexec`` command.")

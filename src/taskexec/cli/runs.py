@@ -32,8 +32,7 @@ def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
     conf = common.parse_conf(args.conf)
     if args.tasks < 1:
         raise CommandError("--tasks must be at least 1")
-    indexes = range(args.map) if args.map is not None else [-1]
-    tasks = [(f"task_{n}", m, args.max_tries) for n in range(args.tasks) for m in indexes]
+    tasks = dag_runs.bare_tasks(args.tasks, args.map, args.max_tries)
     run = common.write(
         settings,
         dag_runs.create_dag_run,

@@ -27,6 +27,8 @@ MYSQL_OPTS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 # What identifies a task instance across its tries; rendered fields and the history of
 # tries are keyed by it.
 TI_KEY = ("dag_id", "task_id", "run_id", "map_index")
+# The values of those columns, in that order.
+TIKey = tuple[str, str, str, int]
 
 # Airflow's StringID width; four of these plus an int still fit InnoDB's 3072-byte key limit.
 ID_LEN = 250

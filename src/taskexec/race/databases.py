@@ -33,6 +33,6 @@ def admin_url(backend: str, given: str | None = None) -> str | None:
 async def create_task_instances(settings: Settings, dag_id: str, count: int) -> schemas.NewDagRun:
     """A new run of ``dag_id`` with ``count`` queued task instances ``task_0``.., created
     through the transaction owner and the one service that creates runs."""
-    tasks = [(f"task_{n}", -1, 0) for n in range(count)]
+    tasks = dag_runs.bare_tasks(count)
     async with db_engine.open_database(settings) as db:
         return await db.write(dag_runs.create_dag_run, dag_id=dag_id, tasks=tasks)

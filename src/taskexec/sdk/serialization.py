@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from itertools import count, repeat
-from json.encoder import encode_basestring
 from typing import Any, TypeAlias
 
 from taskexec.wire import jsontree, protocol
@@ -76,7 +75,7 @@ def _serialize_leaf(value: object, _state: None) -> JsonValue:
         return value
     if isinstance(value, int):
         whole = value if type(value) is int else int(value)
-        return whole if _INT_MIN <= whole <= _INT_MAX else str(whole)
+        return whole if _INT_MIN <= whole <= _INT_MAX else _int_text(whole)
     if isinstance(value, float):
         number = float(value)
         return number if math.isfinite(number) else str(number)
@@ -89,16 +88,13 @@ def _serialize_leaf(value: object, _state: None) -> JsonValue:
     return _object_text(value)
 
 
-def _sort_set(elements: list[Any]) -> None:
-    # Natural order when the elements are comparable, else by str() (and by JSON text
-    # when even str() fails, e.g. an int over Python's digit limit or deep nesting).
-    keys: tuple[Callable[[Any], Any] | None, ...] = (None, str, _json_text)
-    for key in keys:
-        try:
-            elements.sort(key=key)
-            return
-        except (TypeError, ValueError, RecursionError):
-            continue
+def _sort_set(elements: list[JsonValue]) -> None:
+    # Natural order when the elements are comparable, else by str() (the elements are
+    # serialized already: str() cannot fail on them).
+    try:
+        elements.sort()
+    except TypeError:
+        elements.sort(key=str)
 
 
 def _open(item: Any, _state: None) -> tuple[JsonValue, Iterable[jsontree.Child[None]]]:
@@ -132,66 +128,20 @@ def serialize_template_field(value: object) -> JsonValue:
     return _TREE.copy(value, None)
 
 
-def _number_text(value: int | float) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return float.__repr__(value)
+def _int_text(value: int) -> str:
     try:
         return int.__repr__(value)
     except ValueError:
-        # Over Python's int-to-str digit limit; only the length and a readable prefix
-        # matter here.
+        # Over Python's int-to-str digit limit: only a readable prefix and the length
+        # matter in a rendered field.
         return hex(value)
 
 
-def _json_text_iterative(value: object) -> str:
-    parts: list[str] = []
-    # Entries are (literal text, None) or (None, value to encode).
-    stack: list[tuple[str | None, object]] = [(None, value)]
-    while stack:
-        text, item = stack.pop()
-        if text is not None:
-            parts.append(text)
-        elif isinstance(item, str):
-            parts.append(encode_basestring(item))
-        elif item is None:
-            parts.append("null")
-        elif isinstance(item, bool):
-            parts.append("true" if item else "false")
-        elif isinstance(item, int | float):
-            parts.append(_number_text(item))
-        elif isinstance(item, Mapping):
-            parts.append("{")
-            stack.append(("}", None))
-            pairs = list(item.items())
-            for index in range(len(pairs) - 1, -1, -1):
-                key, child = pairs[index]
-                stack.append((None, child))
-                stack.append((encode_basestring(_key_text(key)) + ":", None))
-                if index:
-                    stack.append((",", None))
-        elif isinstance(item, list | tuple):
-            parts.append("[")
-            stack.append(("]", None))
-            for index in range(len(item) - 1, -1, -1):
-                stack.append((None, item[index]))
-                if index:
-                    stack.append((",", None))
-        else:
-            parts.append(encode_basestring(_object_text(item)))
-    return "".join(parts)
-
-
-def _json_text(value: object) -> str:
-    # Compact and not ASCII-escaped, like the orjson text the database stores. The C
-    # encoder is much faster but recursive: deep values fall back to the iterative one.
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except (RecursionError, TypeError, ValueError):
-        return _json_text_iterative(value)
+def _json_text(value: JsonValue) -> str:
+    # Compact and not ASCII-escaped, like the orjson text the database stores. A
+    # serialized value holds only JSON types, 64-bit integers and at most MAX_DEPTH + 1
+    # containers, so the standard encoder cannot fail on it.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def truncate_rendered_value(rendered: str, max_length: int) -> str:

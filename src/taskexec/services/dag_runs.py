@@ -51,6 +51,13 @@ def _task_instance_row(
     }
 
 
+def bare_tasks(count: int, map_count: int | None = None, max_tries: int = 0) -> list[TaskSpec]:
+    """The task instances of a bare run: ``task_0``.. ``task_{count-1}``, each mapped over
+    ``map_count`` indexes (unmapped without it)."""
+    indexes = range(map_count) if map_count is not None else [-1]
+    return [(f"task_{n}", m, max_tries) for n in range(count) for m in indexes]
+
+
 async def create_dag_run(
     conn: AsyncConnection,
     *,
@@ -237,3 +244,20 @@ async def end_run(
         .execution_options(preserve_rowcount=True)
     )
     return bool(result.rowcount)
+
+
+async def requeue_run(conn: AsyncConnection, *, pk: int, was_running: bool) -> None:
+    """Any state → queued after a clear, counting the clear (``clear_number``, which
+    keeps a plan made before it from ending the run). A run still running keeps its
+    start date; an ended one starts afresh."""
+    dr = models.dag_run
+    await conn.execute(
+        sa.update(dr)
+        .where(dr.c.id == pk)
+        .values(
+            state=DagRunState.QUEUED,
+            end_date=None,
+            clear_number=dr.c.clear_number + 1,
+            start_date=dr.c.start_date if was_running else None,
+        )
+    )

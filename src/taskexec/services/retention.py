@@ -28,7 +28,7 @@ rtif = models.rendered_task_instance_fields
 
 # The primary key of a rendered-fields row: the task-instance key.
 _KEY = models.key_columns(rtif)
-Key = tuple[str, str, str, int]
+Key = models.TIKey
 
 # The name the transaction owner counts the retries of these statements under.
 RETRY_NAME = "retention"
@@ -73,7 +73,7 @@ async def find_cutoff(conn: AsyncConnection, *, dag_id: str, retain: int) -> Cut
     return Cutoff(row.run_after, row.id) if row is not None else None
 
 
-def _old_rows(dag_id: str, cutoff: Cutoff) -> sa.Select[tuple[str, str, str, int]]:
+def _old_rows(dag_id: str, cutoff: Cutoff) -> sa.Select[Key]:
     # Joined to dag_run through the rtif (dag_id, run_id) index, restricted to one dag:
     # the cost is that dag's old runs, never the whole table.
     older = sa.or_(

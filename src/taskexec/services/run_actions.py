@@ -114,16 +114,7 @@ async def clear_task_instances(
         new_id = await tries.renew(conn, row.id, state=None, max_tries=row.try_number + retries)
         cleared.append(new_id)
     if cleared:
-        await conn.execute(
-            sa.update(dr)
-            .where(dr.c.id == run.id)
-            .values(
-                state=DagRunState.QUEUED,
-                end_date=None,
-                clear_number=dr.c.clear_number + 1,
-                start_date=None if run.state != DagRunState.RUNNING else dr.c.start_date,
-            )
-        )
+        await dag_runs.requeue_run(conn, pk=run.id, was_running=run.state == DagRunState.RUNNING)
     return schemas.TaskInstancesCleared(
         dag_id=dag_id, run_id=run_id, cleared=len(cleared), task_instance_ids=cleared
     )

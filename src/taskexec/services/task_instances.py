@@ -207,8 +207,7 @@ async def finish(
             (ti.c.try_number <= ti.c.max_tries, TaskInstanceState.UP_FOR_RETRY.value),
             else_=TaskInstanceState.FAILED.value,
         )
-    result = await conn.execute(sa.update(ti).where(*where).values(state=state, end_date=end_date))
-    if result.rowcount == 0:
+    if await _end(conn, where, state, end_date) == 0:
         await _settle_repeat(conn, ti_id, target)
         return Outcome.ALREADY
     if state is not target:
@@ -223,12 +222,21 @@ async def finish(
 async def fail_running(conn: AsyncConnection, *, dag_id: str, run_id: str) -> int:
     """End every running try of a run as failed: its run was cancelled or timed out.
     Their workers' next call gets 409, and the runner stops the task."""
+    where = [ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.state == TaskInstanceState.RUNNING]
+    return await _end(conn, where, TaskInstanceState.FAILED, types.utcnow())
+
+
+async def _end(
+    conn: AsyncConnection,
+    where: list[sa.ColumnElement[bool]],
+    state: TaskInstanceState | sa.Case[Any],
+    end_date: dt.datetime,
+) -> int:
+    """The one statement that ends tries (``finish`` and ``fail_running``): how many."""
     result = await conn.execute(
         sa.update(ti)
-        .where(
-            ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.state == TaskInstanceState.RUNNING
-        )
-        .values(state=TaskInstanceState.FAILED, end_date=types.utcnow())
+        .where(*where)
+        .values(state=state, end_date=end_date)
         .execution_options(preserve_rowcount=True)
     )
     return result.rowcount
@@ -294,30 +302,6 @@ async def list_task_instances(
     )
     items = [schemas.TaskInstanceSummary.model_validate(row._mapping) for row in rows]
     return schemas.Page(items=items, total=total or 0, limit=limit, offset=offset)
-
-
-async def count_states(conn: AsyncConnection, *, dag_id: str, run_id: str) -> dict[str, int]:
-    """How many task instances of the run are in each state."""
-    rows = await conn.execute(
-        sa.select(ti.c.state, sa.func.count())
-        .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id)
-        .group_by(ti.c.state)
-    )
-    return {state: count for state, count in rows}
-
-
-async def list_queued(
-    conn: AsyncConnection, *, dag_id: str, run_id: str, limit: int
-) -> list[uuid.UUID]:
-    """Up to ``limit`` ids of the run's queued tries, by task id and map index: what an
-    executor hands to its workers next."""
-    rows = await conn.scalars(
-        sa.select(ti.c.id)
-        .where(ti.c.dag_id == dag_id, ti.c.run_id == run_id, ti.c.state == TaskInstanceState.QUEUED)
-        .order_by(ti.c.task_id, ti.c.map_index)
-        .limit(limit)
-    )
-    return list(rows)
 
 
 async def run_with_task_instances(

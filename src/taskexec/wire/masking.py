@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from itertools import count, repeat
 from typing import Any
 
-from taskexec.wire import jsontree
+from taskexec.wire import jsontree, protocol
 
 # Airflow 3.3's default sensitive names: a name containing one is hidden. A name is
 # compared in lower case with its non-word characters made "_" (so "API-Key" and
@@ -54,11 +54,8 @@ DEFAULT_SENSITIVE_WORDS: frozenset[str] = frozenset(
 SENSITIVE_NAME_PARTS: frozenset[str] = frozenset({"pass", "pwd"})
 MASK = "***"
 MIN_SECRET_LENGTH = 5
-# Values nested more than this many containers deep are replaced by MASK as a whole:
-# walking them is possible, but nothing downstream (repr, json, orjson) could handle the
-# result, and masking the whole subtree can never leak what is inside it. Far deeper than
-# the wire allows: the masker also guards values that never crossed it.
-MAX_DEPTH = 2000
+# Values nested deeper are replaced by MASK as a whole.
+MAX_DEPTH = protocol.MASKING_MAX_DEPTH
 
 _NAME_CACHE_SIZE = 4096
 

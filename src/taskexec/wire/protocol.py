@@ -26,6 +26,10 @@ WORKER_REPORT_FD_ENV = "TASKEXEC_WORKER_REPORT_FD"
 # refuses deeper bodies with a 422, and the worker replaces deeper containers with a
 # marker before sending.
 MAX_NESTING_DEPTH = 31
+# Masking's own guard, far deeper than the wire allows (the masker also guards values
+# that never crossed it): a subtree deeper than this is masked whole, since nothing
+# downstream (repr, json, orjson) could handle it and masking it whole cannot leak.
+MASKING_MAX_DEPTH = 2000
 
 # Airflow's notice at the start of a field the worker cut to max_templated_field_length.
 TRUNCATION_PREFIX = "Truncated. You can change this behaviour in max_templated_field_length. "
