@@ -7,9 +7,7 @@ token (403). On every database."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
@@ -22,34 +20,7 @@ from helpers import rtif_rows, seed_run, ti_row
 
 pytestmark = pytest.mark.compat
 
-SDK = "apache-airflow-task-sdk"
 SCRIPT = Path(__file__).with_name("airflow_client_script.py")
-
-
-def _sdk_python() -> Path:
-    """A cached virtualenv with the current task SDK (created once per machine)."""
-    root = Path(os.environ.get("TASKEXEC_COMPAT_VENV", Path.home() / ".cache/taskexec/airflow-sdk"))
-    python = root / "bin" / "python"
-    if not (root / ".installed").exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(root)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--upgrade", SDK],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
-        (root / ".installed").touch()
-    return python
-
-
-@pytest.fixture(scope="session")
-def sdk_python() -> Path:
-    try:
-        return _sdk_python()
-    except (subprocess.SubprocessError, OSError) as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"could not install {SDK}: {exc}")
 
 
 def test_airflow_task_sdk_client_runs_whole_tries(

@@ -106,19 +106,25 @@ def test_innocent_names_keep_values(name: str | None) -> None:
     assert masker.redact("select 1 from users", name) == "select 1 from users"
 
 
-def test_non_strings_under_sensitive_name_are_masked_but_none_stays() -> None:
+def test_under_a_sensitive_name_strings_are_hidden_other_scalars_kept() -> None:
+    # Airflow's redact (task SDK 1.3.2): strings are masked at any depth under a
+    # sensitive name; numbers, booleans and null keep their value.
     masker = SecretsMasker()
-    assert masker.redact(12345, "password") == MASK
-    assert masker.redact(1.5, "token") == MASK
-    assert masker.redact(False, "secret") == MASK
+    assert masker.redact(12345, "password") == 12345
+    assert masker.redact(1.5, "token") == 1.5
+    assert masker.redact(False, "secret") is False
     assert masker.redact(None, "password") is None
     assert masker.redact(object(), "password") == MASK
     assert masker.redact("", "password") == MASK
     nested = {"user": "ada", "pin": 1234, "hosts": ["a", None, ("b", 2)]}
     assert masker.redact(nested, "service_account") == {
         "user": MASK,
-        "pin": MASK,
-        "hosts": [MASK, None, [MASK, MASK]],
+        "pin": 1234,
+        "hosts": [MASK, None, [MASK, 2]],
+    }
+    assert masker.redact({"x": {"api_key": 7}, "Password": ["s", 3]}) == {
+        "x": {"api_key": 7},
+        "Password": [MASK, 3],
     }
 
 
@@ -381,7 +387,7 @@ def test_sensitive_words_replace_the_defaults() -> None:
 def test_redact_fields_uses_field_names() -> None:
     masker = SecretsMasker()
     masker.add_secret("registered-1")
-    fields = {"bash_command": "echo registered-1", "api_key": "abc", "env": {"TOKEN": 5}}
+    fields = {"bash_command": "echo registered-1", "api_key": "abc", "env": {"TOKEN": "5"}}
     assert masker.redact_fields(fields) == {
         "bash_command": "echo ***",
         "api_key": MASK,
@@ -411,5 +417,7 @@ def test_patterns_stay_linear_on_large_inputs(text: str) -> None:
     masker = SecretsMasker()
     start = time.perf_counter()
     result = masker.redact(text)
-    assert time.perf_counter() - start < 2.0
+    # Linear takes well under a second here; a quadratic pattern on inputs this size
+    # takes minutes. The bound is loose so that a loaded machine does not fail it.
+    assert time.perf_counter() - start < 10.0
     assert isinstance(result, str)

@@ -215,6 +215,10 @@ _SECRET_STRINGS: jsontree.TreeCopy[set[str], object] = jsontree.TreeCopy(
 )
 
 
+# What a sensitive name does not hide (Airflow's ``_redact_all`` keeps every non-string).
+_KEPT_SCALARS = frozenset({bool, int, float})
+
+
 class SecretsMasker:
     """Replaces sensitive values in (nested) rendered fields with ``***``."""
 
@@ -307,7 +311,9 @@ class SecretsMasker:
 
     def _redact_leaf(self, value: object, hidden: bool) -> object:
         if hidden:
-            return None if value is None else MASK
+            # As Airflow's redact: under a sensitive name strings are hidden, JSON's
+            # other scalars (numbers, booleans, null) keep their value.
+            return value if value is None or type(value) in _KEPT_SCALARS else MASK
         if isinstance(value, str):
             return self._redact_str(value)
         return value
