@@ -15,6 +15,7 @@ from taskexec import cli
 from taskexec.config import Settings
 from taskexec.race import command, databases
 from taskexec.race import report as race_report
+from taskexec.race.readback import Readback
 
 from conftest import IN_CI, LiveServer, run_server
 from helpers import report, seed
@@ -129,3 +130,53 @@ def test_against_a_server_without_read_back_says_not_checked(tmp_path: Path) -> 
     assert (case.non_2xx, case.get_mismatches) == (0, None)
     assert case.readback.startswith("not checked")
     assert "GET not served" in race_report.markdown([case], {})
+
+
+def _airflow_like(stored: dict[str, str], lie: bool) -> FastAPI:
+    """An Execution API PUT with no GET, and a public API serving the rendered fields by
+    key, as Airflow 3 does. ``lie``: the public API reports a value nobody sent."""
+    app = FastAPI()
+
+    @app.put("/execution/task-instances/{ti_id}/rtif", status_code=201)
+    async def put(ti_id: str, body: dict[str, object]) -> dict[str, str]:
+        stored[ti_id] = str(body["bash_command"])
+        return {"message": "ok"}
+
+    @app.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}")
+    async def get(dag_id: str, run_id: str, task_id: str, map_index: int) -> dict[str, object]:
+        ti_id = f"{run_id}-{task_id}-{map_index}"
+        value = "nobody-sent-this" if lie else stored[ti_id]
+        return {"task_id": task_id, "rendered_fields": {"bash_command": value}}
+
+    return app
+
+
+@pytest.mark.parametrize("lie", [False, True])
+def test_against_with_read_back_through_airflows_rest_api(tmp_path: Path, lie: bool) -> None:
+    stored: dict[str, str] = {}
+    targets = tmp_path / "targets.txt"
+    # Six columns: the key lets the value be read back through the public API.
+    targets.write_text(
+        "".join(f"run1-task_{n}-{n} token-{n} etl run1 task_{n} {n}\n" for n in range(3))
+    )
+    parsed = command.read_targets(targets)
+    assert parsed[1].key == ("etl", "run1", "task_1", 1)
+    with run_server(_airflow_like(stored, lie)) as live:
+        check = Readback("airflow")
+        case = command.run_against(live.base_url, parsed, 4, "first-write", readback=check)
+    assert len(stored) == 3 and case.non_2xx == 0
+    assert case.get_mismatches == (3 if lie else 0)
+    assert "Airflow's REST API" in case.readback
+    assert ("GET≠PUT 3" if lie else "GET≠PUT 0") in race_report.markdown([case], {})
+
+
+def test_read_back_through_airflow_needs_the_key(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.txt"
+    targets.write_text(f"{uuid.uuid4()} token\n")
+    parsed = command.read_targets(targets)
+    check = Readback("airflow")
+    with run_server(_airflow_like({}, lie=False)) as live, pytest.raises(ValueError, match="six"):
+        command.run_against(live.base_url, parsed, 2, "first-write", readback=check)
+    targets.write_text(f"{uuid.uuid4()} token etl run1 task_0 zero\n")
+    with pytest.raises(ValueError, match="map_index"):
+        command.read_targets(targets)

@@ -51,7 +51,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     race.add_argument("--postgres-url", default=None, help="admin URL (default: env)")
     race.add_argument("--mysql-url", default=None, help="admin URL (default: env)")
     race.add_argument("--against", default=None, help="race this server instead")
-    race.add_argument("--targets", default=None, help="file of 'ti_id token' lines")
+    race.add_argument(
+        "--targets",
+        default=None,
+        help="with --against: file of 'ti_id token' lines, or 'ti_id token dag_id run_id "
+        "task_id map_index' (needed by --readback airflow)",
+    )
+    race.add_argument(
+        "--readback",
+        choices=("execution", "airflow"),
+        default="execution",
+        help="with --against: read the stored value back through GET "
+        "/execution/task-instances/{id}/rtif (execution; Airflow has none) or Airflow's "
+        "REST API /api/v2/dags/…/taskInstances/… (airflow) (default: %(default)s)",
+    )
+    race.add_argument(
+        "--readback-url",
+        default=None,
+        help="base URL of Airflow's REST API for --readback airflow (default: --against)",
+    )
+    race.add_argument(
+        "--readback-token",
+        default=None,
+        help="Bearer token for Airflow's REST API (default: $TASKEXEC_RACE_READBACK_TOKEN)",
+    )
     race.add_argument("--out", default="artifacts/race", help="folder for JSON, MD, PNG")
     race.add_argument("--max-seconds", type=float, default=1800, help="stop starting cases after")
     race.set_defaults(func=cmd_race)

@@ -29,6 +29,7 @@ from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import scratch
 from taskexec.race import databases, harness, stats, strategies
+from taskexec.race.readback import NotServed, Readback
 from taskexec.security import TokenSigner
 from taskexec.server.app import create_app
 from taskexec.server.background import background_server
@@ -170,16 +171,25 @@ def run_case(
 
 
 def read_targets(path: Path) -> list[harness.Target]:
-    """``id token`` pairs, one a line (blank lines and ``#`` comments ignored)."""
+    """``id token`` lines, or ``id token dag_id run_id task_id map_index`` (the key lets
+    the stored value be read back through Airflow's REST API); blank lines and ``#``
+    comments are ignored."""
     targets = []
     for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"expected 'task_instance_id token', got: {line[:80]}")
-        targets.append(harness.Target(parts[0], parts[1]))
+        if len(parts) == 2:
+            targets.append(harness.Target(parts[0], parts[1]))
+        elif len(parts) == 6 and parts[5].lstrip("-").isdigit():
+            key = (parts[2], parts[3], parts[4], int(parts[5]))
+            targets.append(harness.Target(parts[0], parts[1], key))
+        else:
+            raise ValueError(
+                "expected 'task_instance_id token' or 'task_instance_id token dag_id run_id "
+                f"task_id map_index', got: {line[:80]}"
+            )
     return targets
 
 
@@ -189,54 +199,29 @@ def run_against(
     writers: int,
     variant: str,
     *,
+    readback: Readback = Readback(),
     on_round: Callable[[int], None] | None = None,
 ) -> CaseResult:
     """Race a remote server. Without database access, check what the API shows: the
-    statuses, and that a GET after the race returns a value some 2xx writer sent."""
+    statuses, and that the value read back after the race is one some 2xx writer sent."""
     width = 2 if variant == "retry" else writers
     results, elapsed = harness.race(
         base_url, targets, width, duplicate=variant == "retry", on_round=on_round
     )
+    result = summarize(base_url, "server", width, variant, results, elapsed, None)
     mismatches = 0
-    served = True
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for target, requests in zip(targets, results, strict=True):
             accepted = {r.value for r in requests if r.ok}
-            resp = client.get(
-                f"/execution/task-instances/{target.id}/rtif",
-                headers={"Authorization": f"Bearer {target.token}"},
-            )
-            if _no_readback(resp):
-                served = False
-                break
-            if not accepted:
-                continue
-            value = (
-                resp.json().get("rendered_fields", {}).get("bash_command")
-                if resp.is_success
-                else None
-            )
-            mismatches += value not in accepted
-    result = summarize(base_url, "server", width, variant, results, elapsed, None)
-    if served:
-        result.get_mismatches = mismatches
-    else:
-        result.readback = "not checked: the server has no GET for rendered fields"
+            try:
+                value = readback.value(client, target)
+            except NotServed:
+                result.readback = "not checked: the server has no GET for rendered fields"
+                return result
+            mismatches += bool(accepted) and value not in accepted
+    result.get_mismatches = mismatches
+    result.readback = readback.describe()
     return result
-
-
-def _no_readback(resp: httpx.Response) -> bool:
-    """Whether the server does not serve the read-back at all (405, or a 404 that is
-    not taskexec's own "nothing stored yet"), as opposed to answering it."""
-    if resp.status_code == 405:
-        return True
-    if resp.status_code != 404:
-        return False
-    try:
-        detail = resp.json().get("detail")
-    except ValueError:
-        return True
-    return not (isinstance(detail, dict) and detail.get("reason") == "not_found")
 
 
 def environment(urls: dict[str, str]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ class Target:
 
     id: str
     token: str
+    # (dag_id, run_id, task_id, map_index), when known: for a read-back by key.
+    key: tuple[str, str, str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.progress import (
 )
 
 from taskexec.race import command, databases, report, strategies
+from taskexec.race.readback import Readback
 
 
 def _advancer(progress: Progress, bar: TaskID) -> Callable[[int], None]:
@@ -41,12 +43,15 @@ def _race_against(
     per_case = len(targets) // max(1, len(plan))
     if per_case < 1:
         raise ValueError(f"{len(targets)} targets are too few for {len(plan)} cases")
+    token = args.readback_token or os.environ.get("TASKEXEC_RACE_READBACK_TOKEN") or None
+    check = Readback(args.readback, args.readback_url, token)
     cases = []
     for n, (variant, w) in enumerate(plan):
         chunk = targets[n * per_case : (n + 1) * per_case]
         bar = progress.add_task(f"{args.against} {variant} W={w}", total=len(chunk))
+        advance = _advancer(progress, bar)
         cases.append(
-            command.run_against(args.against, chunk, w, variant, on_round=_advancer(progress, bar))
+            command.run_against(args.against, chunk, w, variant, readback=check, on_round=advance)
         )
     return cases
 
