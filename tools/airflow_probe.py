@@ -3,7 +3,8 @@ table (run with Airflow's Python, beside its config: it mints short-lived tokens
 Airflow's own JWT generator). Uses three queued task instances from a targets file made
 by ``tools/airflow_race_targets.py``; prints one line per check.
 
-    AIRFLOW_HOME=... airflow-venv/bin/python tools/airflow_probe.py http://127.0.0.1:28080 targets.txt
+    AIRFLOW_HOME=... airflow-venv/bin/python tools/airflow_probe.py \
+        http://127.0.0.1:28080 targets.txt
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _nested(depth: int) -> str:
 
 def main() -> None:
     base, targets_file = sys.argv[1], sys.argv[2]
-    tis = [line.split()[0] for line in open(targets_file) if line.strip()][:3]
+    with open(targets_file) as listed:
+        tis = [line.split()[0] for line in listed if line.strip()][:3]
     # A lifetime under 30 s: Airflow refreshes such a token on every answer it sends.
     short = _generator(20)
     client = httpx.Client(base_url=base.rstrip("/") + "/execution", timeout=60)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         if dag is None:
             sys.exit(f"dag {dag_id!r} is not serialized: run 'airflow dags reserialize'")
         for _ in range(runs):
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             run = dag.create_dagrun(
                 run_id=f"race__{uuid.uuid4().hex[:12]}",
                 logical_date=None,
@@ -54,7 +54,8 @@ def main() -> None:
             for ti in run.get_task_instances(session=session):
                 ti.state = TaskInstanceState.QUEUED
                 token = generator.generate(extras={"sub": str(ti.id)})
-                lines.append(f"{ti.id} {token} {ti.dag_id} {ti.run_id} {ti.task_id} {ti.map_index}\n")
+                key = f"{ti.dag_id} {ti.run_id} {ti.task_id} {ti.map_index}"
+                lines.append(f"{ti.id} {token} {key}\n")
             session.commit()
     with open(out, "w") as targets:
         targets.writelines(lines)
