@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,3 +183,34 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("measured figures")
         for line in helpers.FIGURES:
             terminalreporter.write_line(line)
+
+
+# Airflow's own task SDK, for the compatibility tests (tests/compat): in a virtualenv of
+# its own, so that its dependencies never mix with taskexec's.
+SDK = "apache-airflow-task-sdk"
+
+
+def _sdk_python() -> Path:
+    """A cached virtualenv with the current task SDK (created once per machine)."""
+    root = Path(os.environ.get("TASKEXEC_COMPAT_VENV", Path.home() / ".cache/taskexec/airflow-sdk"))
+    python = root / "bin" / "python"
+    if not (root / ".installed").exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(root)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--upgrade", SDK],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        (root / ".installed").touch()
+    return python
+
+
+@pytest.fixture(scope="session")
+def sdk_python() -> Path:
+    try:
+        return _sdk_python()
+    except (subprocess.SubprocessError, OSError) as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"could not install {SDK}: {exc}")
