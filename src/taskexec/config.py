@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=10, ge=0)
 
     max_request_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Group commit of rendered-fields writes: the writes that arrive while a batch is in
+    # the database go together as the next one, one statement, up to this many (1 turns
+    # batching off: one transaction per write).
+    rtif_batch_max: int = Field(default=64, ge=1, le=1000)
 
     # --- retention ---------------------------------------------------------------
     # Keep rendered fields for the newest N runs of each dag; 0 or less keeps them all.

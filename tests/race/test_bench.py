@@ -48,16 +48,25 @@ def test_bench_tiny_configuration(tmp_path: Path) -> None:
     assert code == 0
     body = json.loads((out / "bench.json").read_text())
     rows = body["rows"]
-    kinds = {(r["kind"], r["mode"], r["clients"]) for r in rows}
-    assert {("api", "distinct", 1), ("api", "hot", 2), ("raw", "distinct", 2)} <= kinds
+    kinds = {(r["kind"], r["strategy"], r["mode"], r["clients"]) for r in rows}
+    assert {
+        ("api", "batched", "distinct", 1),
+        ("api", "unbatched", "hot", 2),
+        ("raw", "transaction", "distinct", 2),
+        ("raw", "autocommit", "distinct", 2),
+    } <= kinds
     growth = sorted(r["table_rows"] for r in rows if r["kind"] == "growth")
     assert growth == [100, 300]
     assert all(r["requests"] > 0 and r["non_2xx"] == 0 for r in rows)
     assert all(r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
     assert {x["clients"] for x in body["ratios"]} == {1, 2}
+    for x in body["ratios"]:
+        fastest = max(x["raw_transaction"], x["raw_autocommit"])
+        assert x["ratio"] == pytest.approx(x["batched"] / fastest)
+        assert x["batched_over_unbatched"] == pytest.approx(x["batched"] / x["unbatched"])
     assert body["memory_kib"]["sqlite"] > 10_000
     assert body["environment"]["databases"]["sqlite"].startswith("SQLite")
-    assert "## API ÷ raw" in (out / "bench.md").read_text()
+    assert "API against the raw ceilings" in (out / "bench.md").read_text()
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -67,6 +76,8 @@ def test_bench_tiny_configuration(tmp_path: Path) -> None:
         ("--payloads", "1k", "unknown payload '1k'"),
         ("--modes", "cold", "unknown mode 'cold'"),
         ("--db", "oracle", "unknown database 'oracle'"),
+        ("--strategies", "lazy", "unknown strategy 'lazy'"),
+        ("--raw", "fast", "unknown raw ceiling 'fast'"),
     ],
 )
 def test_unknown_choice_is_a_clear_error(

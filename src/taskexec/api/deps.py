@@ -16,7 +16,7 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from taskexec import errors
-from taskexec.api import bodies, middleware
+from taskexec.api import bodies, group_commit, middleware
 from taskexec.config import Settings
 from taskexec.db.engine import Database
 from taskexec.security import TokenSigner
@@ -37,9 +37,10 @@ async def get_bodies(request: Request) -> bodies.BodyProcessor:
     return processor
 
 
-# How PUT /rtif stores fields, given the transaction owner. Production always uses
-# ``store_rendered_fields``; ``taskexec race`` overrides this dependency to compare the
-# old read-then-write strategies against it on an otherwise identical server.
+# How PUT /rtif stores fields, given the transaction owner. Production uses the
+# process's group commit (``api.group_commit``), or ``store_rendered_fields`` when
+# batching is off; ``taskexec race`` overrides this dependency to compare the old
+# read-then-write strategies against it on an otherwise identical server.
 RtifWriter = Callable[
     [Database, uuid.UUID, jsontree.JsonFields, dict[str, Any] | None], Awaitable[None]
 ]
@@ -52,9 +53,11 @@ async def store_rendered_fields(
     await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields, meta=meta)
 
 
-async def get_rtif_writer() -> RtifWriter:
-    """The rendered-fields write strategy (always the upsert outside ``taskexec race``)."""
-    return store_rendered_fields
+async def get_rtif_writer(request: Request) -> RtifWriter:
+    """The rendered-fields write strategy: the upsert, in batches (group commit) unless
+    ``TASKEXEC_RTIF_BATCH_MAX`` is 1."""
+    batches: group_commit.GroupCommit | None = request.app.state.rtif_batches
+    return store_rendered_fields if batches is None else batches.write
 
 
 DbDep = Annotated[Database, Depends(get_db)]

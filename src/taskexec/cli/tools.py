@@ -42,6 +42,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``race`` and ``bench``."""
+    _add_race(sub)
+    _add_bench(sub)
+
+
+def _add_race(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     race = sub.add_parser("race", help="reproduce the RTIF race and show it gone")
     race.add_argument("--strategies", type=_csv, default=["merge", "merge-retry", "upsert"])
     race.add_argument("--writers", type=_int_csv, default=[1, 8, 32, 64])
@@ -79,6 +84,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     race.add_argument("--max-seconds", type=float, default=1800, help="stop starting cases after")
     race.set_defaults(func=cmd_race)
 
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="measure RTIF write throughput and latency")
     bench.add_argument("--db", type=_csv, default=["sqlite", "postgresql", "mysql"])
     bench.add_argument("--clients", type=_int_csv, default=[1, 8, 32, 64])
@@ -88,6 +95,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.add_argument("--growth", type=_int_csv, default=[1000, 100000, 1000000])
     bench.add_argument("--server-workers", type=int, default=2)
     bench.add_argument("--targets", type=int, default=2000, help="task instances to write to")
+    bench.add_argument(
+        "--strategies",
+        type=_csv,
+        default=["batched", "unbatched"],
+        help="how the server stores writes, one server each: batched (group commit, the "
+        "default) and unbatched (one transaction per write) (default: batched,unbatched)",
+    )
+    bench.add_argument(
+        "--raw",
+        type=_csv,
+        default=["transaction", "autocommit"],
+        help="raw ceilings without HTTP: transaction (BEGIN, upsert, COMMIT through "
+        "SQLAlchemy) and autocommit (the same SQL through the driver, one round trip) "
+        "(default: transaction,autocommit)",
+    )
     bench.add_argument("--postgres-url", default=None, help="admin URL (default: env)")
     bench.add_argument("--mysql-url", default=None, help="admin URL (default: env)")
     bench.add_argument("--out", default="artifacts/bench")

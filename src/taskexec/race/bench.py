@@ -13,10 +13,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +24,9 @@ import httpx
 from pydantic import SecretStr
 
 from taskexec.config import Settings
-from taskexec.db import connect, scratch, types
 from taskexec.db import engine as db_engine
-from taskexec.race import databases, loadgen
+from taskexec.db import scratch
+from taskexec.race import databases, loadgen, raw
 from taskexec.security import TokenSigner
 from taskexec.services import dag_runs, rendered_fields
 
@@ -36,6 +34,8 @@ PAYLOADS = {"1KiB": 1024, "64KiB": 64 * 1024}
 # Filler task instances (and rendered-fields rows) per run when growing the table.
 FILL_BATCH = 20_000
 MODES = ("distinct", "hot")
+# How the server stores writes: group commit (the default), or one transaction each.
+STRATEGIES = {"batched": 64, "unbatched": 1}
 
 
 @dataclasses.dataclass
@@ -55,6 +55,9 @@ class Row:
     non_2xx: int
     loadgen_cpu: float  # cores used by the load generator (api) or worker threads (raw)
     table_rows: int | None = None
+    # api: batched (group commit, the default) or unbatched (one transaction per write);
+    # raw: transaction or autocommit (``race.raw``).
+    strategy: str = ""
 
 
 def payload_body(size: int) -> bytes:
@@ -105,6 +108,7 @@ def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Po
         "TASKEXEC_DB_MAX_OVERFLOW": str(settings.db_max_overflow),
         "TASKEXEC_RENDERED_FIELDS_RETAIN_RUNS": str(settings.rendered_fields_retain_runs),
         "TASKEXEC_SCHEDULER_IN_SERVER": "true" if settings.scheduler_in_server else "false",
+        "TASKEXEC_RTIF_BATCH_MAX": str(settings.rtif_batch_max),
     }
     proc = subprocess.Popen(
         [
@@ -182,59 +186,6 @@ def measure_api(
     return loadgen.run_load("127.0.0.1", port, per_connection, seconds)
 
 
-def measure_raw(
-    settings: Settings, ti_ids: Sequence[uuid.UUID], body: bytes, clients: int, seconds: float
-) -> loadgen.LoadResult:
-    """The same upsert statement, through the driver, from ``clients`` threads: no HTTP,
-    no app. The ceiling the API is measured against."""
-    fields = json.loads(body)
-    # A sync engine without a pool: each thread holds one connection for the run.
-    engine = connect.make_sync_engine(settings.effective_database_url, settings)
-    stmt = rendered_fields.upsert_statement(engine.dialect.name)
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-    cpu0 = time.process_time()
-
-    def worker(c: int) -> None:
-        mine = list(ti_ids[c::clients]) or list(ti_ids)
-        local: list[float] = []
-        with engine.connect() as conn:
-            i = 0
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                with conn.begin():
-                    conn.execute(
-                        stmt,
-                        {
-                            "ti_id": mine[i % len(mine)],
-                            "rendered_fields": fields,
-                            "field_meta": None,
-                            "updated_at": types.utcnow(),
-                        },
-                    )
-                local.append(time.perf_counter() - started)
-                i += 1
-        with lock:
-            latencies.extend(local)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    engine.dispose()
-    return loadgen.LoadResult(
-        len(latencies),
-        elapsed,
-        Counter({201: len(latencies)}),
-        latencies,
-        time.process_time() - cpu0,
-    )
-
-
 async def _fill(settings: Settings, total: int) -> int:
     async with db_engine.open_database(settings) as db:
         have = await db.read(rendered_fields.count_rows)
@@ -272,6 +223,8 @@ class BenchConfig:
     growth_clients: int = 8
     server_workers: int = 2
     targets: int = 2000
+    strategies: Sequence[str] = tuple(STRATEGIES)
+    raw: Sequence[str] = raw.KINDS
     admin_urls: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -279,6 +232,8 @@ class BenchConfig:
             ("database", self.databases, databases.BACKENDS),
             ("mode", self.modes, MODES),
             ("payload", self.payloads, tuple(PAYLOADS)),
+            ("strategy", self.strategies, tuple(STRATEGIES)),
+            ("raw ceiling", self.raw, raw.KINDS),
         ):
             for value in given:
                 if value not in known:
@@ -309,29 +264,55 @@ def _measure_served(
     targets: Sequence[tuple[uuid.UUID, str]],
     step: Callable[[str], None],
 ) -> tuple[list[Row], int]:
-    """The API rows and the growth rows against ``taskexec serve``; and its peak RSS."""
+    """The API rows of each strategy (a server each) and the growth rows (batched)
+    against ``taskexec serve``; and the batched server's peak RSS."""
     rows: list[Row] = []
-    with serve(settings, config.server_workers) as (port, proc):
-        measure_api(port, targets, "distinct", payload_body(1024), 8, 1.0)  # warm-up
-        for payload in config.payloads:
-            body = payload_body(PAYLOADS[payload])
-            for mode in config.modes:
-                for clients in config.clients:
-                    step(f"{backend} api {mode} {payload} {clients} clients")
-                    result = measure_api(port, targets, mode, body, clients, config.seconds)
-                    rows.append(_api_row(backend, mode, payload, clients, result))
-        for size in config.growth:
-            step(f"{backend} growth to {size} rows")
-            have = fill_rtif(settings, size)
-            clients = config.growth_clients
-            body = payload_body(1024)
-            result = measure_api(port, targets, "distinct", body, clients, config.seconds)
-            rows.append(
-                _api_row(
-                    backend, "distinct", "1KiB", clients, result, kind="growth", table_rows=have
-                )
+    peak = 0
+    for strategy in config.strategies:
+        served = settings.model_copy(update={"rtif_batch_max": STRATEGIES[strategy]})
+        with serve(served, config.server_workers) as (port, proc):
+            measure_api(port, targets, "distinct", payload_body(1024), 8, 1.0)  # warm-up
+            for payload in config.payloads:
+                body = payload_body(PAYLOADS[payload])
+                for mode in config.modes:
+                    for clients in config.clients:
+                        step(f"{backend} api {strategy} {mode} {payload} {clients} clients")
+                        result = measure_api(port, targets, mode, body, clients, config.seconds)
+                        row = _api_row(backend, mode, payload, clients, result, strategy=strategy)
+                        rows.append(row)
+            if strategy == config.strategies[0]:
+                rows += _measure_growth(config, backend, served, targets, port, step)
+                peak = _peak_rss_kib(proc.pid)
+    return rows, peak
+
+
+def _measure_growth(
+    config: BenchConfig,
+    backend: str,
+    settings: Settings,
+    targets: Sequence[tuple[uuid.UUID, str]],
+    port: int,
+    step: Callable[[str], None],
+) -> list[Row]:
+    rows = []
+    for size in config.growth:
+        step(f"{backend} growth to {size} rows")
+        have = fill_rtif(settings, size)
+        clients = config.growth_clients
+        result = measure_api(port, targets, "distinct", payload_body(1024), clients, config.seconds)
+        rows.append(
+            _api_row(
+                backend,
+                "distinct",
+                "1KiB",
+                clients,
+                result,
+                kind="growth",
+                table_rows=have,
+                strategy=(settings.rtif_batch_max > 1 and "batched") or "unbatched",
             )
-        return rows, _peak_rss_kib(proc.pid)
+        )
+    return rows
 
 
 def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -362,8 +343,14 @@ def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None)
             # The raw ceiling runs with the server stopped, so that its connections and
             # CPU are the database's and the driver's alone.
             ti_ids = [t.id for t in created.task_instances]
-            for clients in config.clients:
-                step(f"{backend} raw distinct 1KiB {clients} clients")
-                result = measure_raw(settings, ti_ids, payload_body(1024), clients, config.seconds)
-                rows.append(_api_row(backend, "distinct", "1KiB", clients, result, kind="raw"))
+            for kind in config.raw:
+                for clients in config.clients:
+                    step(f"{backend} raw {kind} distinct 1KiB {clients} clients")
+                    body = payload_body(1024)
+                    result = raw.measure(kind, settings, ti_ids, body, clients, config.seconds)
+                    rows.append(
+                        _api_row(
+                            backend, "distinct", "1KiB", clients, result, kind="raw", strategy=kind
+                        )
+                    )
     return {"rows": rows, "memory_kib": memory, "skipped": skipped, "urls": urls}

@@ -143,6 +143,8 @@ def bench_command(args: argparse.Namespace) -> dict[str, object]:
         growth=[int(g) for g in args.growth],
         server_workers=args.server_workers,
         targets=args.targets,
+        strategies=args.strategies,
+        raw=args.raw,
         admin_urls={"postgresql": args.postgres_url, "mysql": args.mysql_url},
     )
     out = Path(args.out)

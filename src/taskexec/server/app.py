@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskexec import __version__, errors, logs
-from taskexec.api import bodies, middleware
+from taskexec.api import bodies, group_commit, middleware
 from taskexec.api.routes import health, read_api, run_control, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
@@ -157,6 +157,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = db_engine.Database.from_settings(settings)
+        app.state.rtif_batches = (
+            group_commit.GroupCommit(app.state.db, settings.rtif_batch_max)
+            if settings.rtif_batch_max > 1
+            else None
+        )
         # Retention runs beside the requests, never inside a worker's transaction.
         app.state.pruner = pruner.start(app.state.db, settings)
         app.state.scheduler = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,6 +85,84 @@ async def upsert_rendered_fields(
     )
     if result.rowcount == 0:
         await task_instances.raise_not_writable(conn, ti_id=ti_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Write:
+    """One request's rendered fields for one try (``PUT /rtif``)."""
+
+    ti_id: uuid.UUID
+    fields: jsontree.JsonFields
+    meta: dict[str, Any] | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def batch_statement(dialect: str, size: int) -> Insert:
+    """The one statement that writes the fields of ``size`` different tries: the
+    single-write upsert with ``ti.id IN (:id_0, ...)`` and each row's fields picked by
+    its id, ``CASE WHEN ti.id = :id_n THEN :fields_n ...``. Built once per size."""
+    ids = [sa.bindparam(f"id_{n}", type_=sa.Uuid()) for n in range(size)]
+
+    def picked(column: str) -> sa.ColumnElement[Any]:
+        typ = rtif.c[column].type
+        return sa.case(
+            *((ti.c.id == ids[n], sa.bindparam(f"{column}_{n}", type_=typ)) for n in range(size)),
+            else_=sa.null(),
+        )
+
+    select = sa.select(
+        *models.key_columns(ti),
+        picked("rendered_fields"),
+        picked("field_meta"),
+        ti.c.try_number,
+        sa.bindparam("updated_at", type_=types.UtcDateTime()),
+    ).where(ti.c.id.in_(ids), ti.c.state.in_(_WRITABLE))
+    stmt = upsert.upsert_from_select(
+        dialect, rtif, [*models.TI_KEY, *_WRITTEN], select, key=models.TI_KEY, update=_WRITTEN
+    )
+    return stmt.execution_options(preserve_rowcount=True)
+
+
+async def upsert_rendered_fields_batch(
+    conn: AsyncConnection, *, writes: Sequence[Write]
+) -> list[errors.TaskExecError | None]:
+    """Store many writes, one per try, with one statement (group commit); returns, per
+    write, None when it was stored or the error it gets alone (404, 409, 410).
+
+    The statement's row count says when every write was stored, the usual case. When it
+    does not (a try that has ended, an earlier try's id, or MySQL, whose count of an
+    update is 2), a read in the same transaction finds the rows this statement wrote,
+    by their ``updated_at``; those rows are locked by it until the commit.
+    """
+    assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
+    now = types.utcnow()
+    params: dict[str, Any] = {"updated_at": now}
+    for n, write in enumerate(writes):
+        params[f"id_{n}"] = write.ti_id
+        params[f"rendered_fields_{n}"] = write.fields
+        params[f"field_meta_{n}"] = write.meta
+    result = await conn.execute(batch_statement(conn.dialect.name, len(writes)), params)
+    if result.rowcount == len(writes) and conn.dialect.name != "mysql":
+        return [None] * len(writes)
+    written = set(
+        await conn.scalars(
+            sa.select(ti.c.id)
+            .join(rtif, models.same_task_instance(rtif, ti))
+            .where(ti.c.id.in_([w.ti_id for w in writes]), rtif.c.updated_at == now)
+        )
+    )
+    outcomes: list[errors.TaskExecError | None] = []
+    for write in writes:
+        if write.ti_id in written:
+            outcomes.append(None)
+            continue
+        try:
+            await task_instances.raise_not_writable(conn, ti_id=write.ti_id)
+        except errors.TaskExecError as exc:
+            outcomes.append(exc)
+        else:
+            raise AssertionError("raise_not_writable returned")
+    return outcomes
 
 
 async def get_rendered_fields(
