@@ -183,3 +183,41 @@ def test_concurrent_distinct_writers_batch_and_every_row_is_theirs(
         f"[{backend}] group commit: {stats.writes} writes in {stats.batches} batches "
         f"(largest {stats.largest}, mean {stats.writes / stats.batches:.1f})"
     )
+
+
+def test_a_cancelled_request_leaves_the_queue(settings: Settings, sync_engine: sa.Engine) -> None:
+    """A request cancelled (its deadline, a client gone) while its write still waits for
+    a batch: the write is dropped, as an unbatched write's transaction is rolled back."""
+    ids = _prepare(settings)
+
+    async def go() -> GroupCommit:
+        async with db_engine.open_database(settings) as db:
+            queue = GroupCommit(db, max_batch=64)
+            inside, release = asyncio.Event(), asyncio.Event()
+
+            async def hold(_operation: str) -> None:
+                db.before_commit = None
+                inside.set()
+                await release.wait()
+
+            db.before_commit = hold
+            blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "b"}, None))
+            await inside.wait()
+            gone = asyncio.create_task(queue.write(db, ids["queued"], {"cmd": "gone"}, None))
+            kept = asyncio.create_task(queue.write(db, ids["running"], {"cmd": "kept"}, None))
+            await asyncio.sleep(0.05)
+            gone.cancel()
+            release.set()
+            await asyncio.gather(blocker, kept)
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+            return queue
+
+    queue = asyncio.run(go())
+    stored = {r["task_id"]: r["rendered_fields"] for r in rtif_rows(sync_engine)}
+    assert stored == {
+        "task_4": {"cmd": "b"},
+        "task_1": {"cmd": "kept"},
+        "task_2": {"cmd": "written while running"},
+    }
+    assert (queue.stats.batches, queue.stats.writes) == (2, 2)

@@ -31,7 +31,7 @@ from taskexec.wire import jsontree
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # compared by identity: each is one request
 class _Waiting:
     write: rendered_fields.Write
     answer: asyncio.Future[None]
@@ -75,8 +75,16 @@ class GroupCommit:
         self._queue.append(waiting)
         if self._drainer is None:
             self._drainer = asyncio.create_task(self._drain())
-        # Shielded: a client that hangs up does not take the write out of its batch.
-        await asyncio.shield(waiting.answer)
+        try:
+            # Shielded: a write already in a batch stays there whatever the request does.
+            await asyncio.shield(waiting.answer)
+        except asyncio.CancelledError:
+            # A request cancelled (its deadline, a client that hung up) before a batch
+            # took its write: the write is dropped, as an unbatched write's transaction
+            # is rolled back. One already in a batch commits with it.
+            if waiting in self._queue:
+                self._queue.remove(waiting)
+            raise
 
     async def _drain(self) -> None:
         try:

@@ -187,7 +187,9 @@ def measure_api(
 
 
 async def _fill(settings: Settings, total: int) -> int:
-    async with db_engine.open_database(settings) as db:
+    # A bulk statement of FILL_BATCH rows may take longer than a request's deadline.
+    bulk = settings.model_copy(update={"request_timeout_seconds": 300.0})
+    async with db_engine.open_database(bulk) as db:
         have = await db.read(rendered_fields.count_rows)
         fields = {"bash_command": "echo filler", "env": {"A": "1"}}
         while have < total:

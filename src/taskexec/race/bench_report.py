@@ -222,49 +222,55 @@ def write_json(path: Path, result: dict[str, Any], env: dict[str, Any]) -> None:
 
 
 def write_png(path: Path, rows: Sequence[Row]) -> None:
-    """req/s against clients: a line per mode and payload (and raw), a panel per database."""
+    """req/s against clients: a panel per database (columns) and payload (rows), a line
+    per kind, strategy and mode (raw ceilings dashed), one legend below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     dbs = sorted({r.database for r in rows})
+    payloads = sorted({r.payload for r in rows}, key=lambda p: (len(p), p))
     fig, axes = plt.subplots(
-        1, max(1, len(dbs)), figsize=(4.5 * max(1, len(dbs)), 3.6), squeeze=False
+        len(payloads),
+        max(1, len(dbs)),
+        figsize=(4.6 * max(1, len(dbs)), 3.2 * len(payloads) + 1.2),
+        squeeze=False,
     )
-    for col, db in enumerate(dbs):
-        ax = axes[0][col]
-        series = sorted(
-            {
-                (r.kind, r.strategy, r.mode, r.payload)
-                for r in rows
-                if r.database == db and r.kind != "growth"
-            }
-        )
-        for kind, strategy, mode, payload in series:
-            pts = sorted(
-                (r.clients, r.req_per_s)
-                for r in rows
-                if (r.database, r.kind, r.strategy, r.mode, r.payload)
-                == (db, kind, strategy, mode, payload)
-            )
-            ax.plot(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                marker="o",
-                linestyle="--" if kind == "raw" else "-",
-                label=f"{kind} {strategy} {mode} {payload}",
-            )
-        ticks = sorted({r.clients for r in rows if r.database == db})
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_title(db)
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel("req/s")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("taskexec bench: sustained RTIF writes")
-    fig.tight_layout()
+    styles: dict[tuple[str, str, str], Any] = {}
+    for row_n, payload in enumerate(payloads):
+        for col, db in enumerate(dbs):
+            ax = axes[row_n][col]
+            mine = [r for r in rows if (r.database, r.payload) == (db, payload)]
+            for key in sorted({(r.kind, r.strategy, r.mode) for r in mine if r.kind != "growth"}):
+                same = (r for r in mine if (r.kind, r.strategy, r.mode) == key)
+                pts = sorted((r.clients, r.req_per_s) for r in same)
+                kind, strategy, mode = key
+                (line,) = ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    marker="o",
+                    linestyle="--" if kind == "raw" else "-",
+                    color=styles[key].get_color() if key in styles else None,
+                    label=f"{kind} {strategy} {mode}",
+                )
+                styles.setdefault(key, line)
+            ticks = sorted({r.clients for r in mine}) or [1]
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
+            ax.set_title(f"{db}, {payload} bodies")
+            ax.set_xlabel("concurrent clients")
+            ax.set_ylabel("req/s")
+            ax.grid(True, alpha=0.3)
+    fig.legend(
+        [styles[k] for k in sorted(styles)],
+        [styles[k].get_label() for k in sorted(styles)],
+        loc="lower center",
+        ncol=min(4, max(1, len(styles))),
+        fontsize=8,
+    )
+    fig.suptitle("taskexec bench: sustained rendered-fields writes")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)
