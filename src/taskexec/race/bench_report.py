@@ -91,7 +91,7 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
 
 def _goal(value: float | None, goal: float, at_least: bool) -> dict[str, Any]:
     met = value is not None and (value >= goal if at_least else value <= goal)
-    return {"value": value, "goal": f"{'≥' if at_least else '≤'} {goal:g}", "met": met}
+    return {"value": value, "goal": f"{'≥' if at_least else '≤'} {goal:.4g}", "met": met}
 
 
 def goals(result: dict[str, Any]) -> dict[str, Any]:
