@@ -14,7 +14,8 @@ class TaskExecError(Exception):
     reason = "error"
 
     def __init__(self, message: str | None = None, **extra: Any) -> None:
-        self.message = message or (type(self).__doc__ or "").strip()
+        # A docstring wrapped over lines is one line of message: no newline, no indent.
+        self.message = message or " ".join((type(self).__doc__ or "").split())
         self.extra = extra
         super().__init__(self.message)
 

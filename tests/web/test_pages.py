@@ -4,6 +4,7 @@ security headers and the sign-in flow. Fields are written through the real PUT /
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -22,6 +23,9 @@ from helpers import auth, get_as, only, seed, seed_run
 
 XSS = "<script>window.__xss=1</script>"
 SQL = "SELECT id, name\nFROM users\nWHERE id = 42"
+# The demo's report.templates_dict: over max_templated_field_length, so the worker sends
+# the notice and the start of its JSON text, cut mid-string.
+CUT_JSON = serialization.serialize_and_truncate({"inputs": "s3://raw/part-1 " * 400}, 600)
 FIELDS = {
     "sql": SQL,
     "bash_command": "echo 'hello' | wc -c",
@@ -29,6 +33,8 @@ FIELDS = {
     "env": {"A": "1", "B": [1, 2]},
     "legacy": serialization.TRUNCATION_PREFIX + "'abc'... ",
     "note": "<b>not bold</b>",
+    "templates_dict": {"query": "SELECT 1 FROM t", "<i>limit</i>": 5},
+    "report": CUT_JSON,
 }
 META = {
     "sql": {"renderer": "sql", "truncated_at": 4096},
@@ -36,6 +42,8 @@ META = {
     "payload": {"renderer": "text"},
     "env": {"renderer": "json"},
     "note": {"renderer": "markdown"},
+    "templates_dict": {"renderer": "sql"},
+    "report": {"renderer": "json", "truncated_at": 600},
 }
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -63,11 +71,12 @@ def _start(client: httpx.Client, ti: schemas.CreatedTaskInstance) -> None:
 
 
 def _html(resp: httpx.Response, status: int = 200) -> str:
+    """The page, without the ``<wbr>`` break hints inside ids (so that they read whole)."""
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("text/html")
     assert resp.headers["content-security-policy"] == CSP
     assert resp.headers["x-content-type-options"] == "nosniff"
-    return resp.text
+    return resp.text.replace("<wbr>", "")
 
 
 def _run_url(run: schemas.CreatedDagRun) -> str:
@@ -170,8 +179,42 @@ def test_fields_page_highlights_marks_and_escapes(
     assert "<script>window.__xss" not in page
     assert re.findall(r"<script[^>]*>", page) == ['<script src="/ui/static/app.js" defer>']
     # Copy buttons ship hidden: app.js shows them, and the page reads fine without it.
-    assert page.count('class="copy" data-copy-target=') == len(FIELDS)
-    assert page.count("hidden>Copy</button>") == len(FIELDS)
+    # A mapping shown key by key has one per key instead of one for the field.
+    buttons = len(FIELDS) - 1 + len(FIELDS["templates_dict"])
+    assert page.count('class="copy" data-copy-target=') == buttons
+    assert page.count("hidden>Copy</button>") == buttons
+
+
+def test_fields_page_shows_a_truncated_value_as_plain_text(
+    client: httpx.Client, mapped_run: schemas.CreatedDagRun
+) -> None:
+    page = _html(client.get(_fields_url(mapped_run), params={"map_index": 0}))
+    report = dict(re.findall(r"<h2>(.*?)</h2>(.*?)</section>", page, flags=re.S))["report"]
+    assert "truncated by the worker at 600 characters" in report
+    assert "Shown as plain text: the worker cut the value, so it is not whole json." in report
+    # Never lexed as JSON: no highlighting at all, so no Pygments error token (red boxes).
+    assert 'class="err"' not in page and "highlight" not in report
+    notice = html.escape(protocol.TRUNCATION_PREFIX, quote=False)
+    assert f'<span class="truncation-notice">{notice}</span>' in report
+    (pre,) = re.findall(r'<pre class="plain" id="field-\d+-value">\n(.*?)</pre>', report, re.S)
+    assert html.unescape(re.sub(r"<[^>]+>", "", pre)) == CUT_JSON
+
+
+def test_fields_page_shows_a_mapping_under_sql_key_by_key(
+    client: httpx.Client, mapped_run: schemas.CreatedDagRun
+) -> None:
+    page = _html(client.get(_fields_url(mapped_run), params={"map_index": 0}))
+    section = dict(re.findall(r"<h2>(.*?)</h2>(.*?)</section>", page, flags=re.S))
+    shown = section["templates_dict"]
+    assert '<span class="renderer" title="renderer">sql</span>' in shown
+    items = re.findall(
+        r'<div class="item">\s*<header>\s*<h3>(.*?)</h3>(.*?)</div>\s*</div>', shown, re.S
+    )
+    assert [key for key, _ in items] == ["query", "&lt;i&gt;limit&lt;/i&gt;"]
+    query, limit = (body for _, body in items)
+    assert 'title="shown as">sql<' in query and '<span class="k">SELECT</span>' in query
+    assert 'title="shown as">json<' in limit and '<span class="mi">5</span>' in limit
+    assert 'data-copy-target="field-7-value-1"' in query and 'id="field-7-value-1"' in query
 
 
 def test_mapped_navigation(client: httpx.Client, mapped_run: schemas.CreatedDagRun) -> None:
@@ -315,3 +358,21 @@ def test_log_page_shows_a_try_log_escaped(client: httpx.Client, settings: Settin
     assert "No log of this try on this server" in missing
     unknown = client.get(f"{_run_url(run)}/tasks/nope/log")
     assert unknown.status_code == 404
+
+
+@only("sqlite")
+def test_ids_may_wrap_only_after_separators(client: httpx.Client, settings: Settings) -> None:
+    run = seed_run(
+        settings, dag_id="nightly.orders-load", tasks=1, run_id="manual__2026-11-24T10:00:00+00:00"
+    )
+    raw = client.get("/ui/").text
+    hinted_run = "manual__<wbr>2026-<wbr>11-<wbr>24T10:<wbr>00:<wbr>00+<wbr>00:<wbr>00"
+    assert f">{hinted_run}</a>" in raw
+    assert ">nightly.<wbr>orders-<wbr>load</a>" in raw
+    # Only the text is hinted: links and the title keep the id as it is.
+    assert 'href="/ui/?dag_id=nightly.orders-load"' in raw
+    run_page = client.get(_run_url(run)).text
+    assert f"<h1>Run <code>{hinted_run}</code></h1>" in run_page
+    assert f"<title>{run.run_id} · taskexec</title>" in run_page
+    # Short ids stay whole.
+    assert '<td class="id">task_0</td>' in run_page

@@ -27,7 +27,7 @@ from taskexec.db import errors as db_errors
 from taskexec.scheduler import loop
 from taskexec.security import TokenSigner
 from taskexec.server import connections, pruner, supervision
-from taskexec.web import pages
+from taskexec.web import docs, pages
 from taskexec.wire import protocol
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Task Execution API: race-free rendered-fields writes.",
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        **docs.FASTAPI_OPTIONS,
     )
     app.state.settings = settings
     app.state.signer = TokenSigner(settings)
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(run_control.router)
     app.include_router(health.router)
     app.include_router(pages.router)
+    docs.install(app)
 
     app.add_middleware(middleware.BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
 
 from taskexec.api import deps
 from taskexec.wire import states
@@ -49,6 +51,22 @@ def _state_class(state: str) -> str:
     return f"state-{state}" if state in KNOWN_STATES else "state-other"
 
 
+# Where a dag, run or task id may wrap: after these (``manual__2026-11-24T10:00:00+00:00``
+# wraps after ``__``, ``-``, ``:``, ``+``). The stylesheet breaks ids nowhere else.
+_ID_SEPARATORS = re.compile(r"([_\-:+./]+)")
+# Ids this short stay whole: ``task_0`` over two lines reads worse than a wider column.
+_SHORT_ID = 16
+
+
+def _breakable(identifier: object) -> Markup:
+    text = str(identifier)
+    # Escaped first: the entities escaping writes (&amp; &lt; &#39;) hold no separator.
+    escaped = str(escape(text))
+    if len(text) <= _SHORT_ID:
+        return Markup(escaped)
+    return Markup(_ID_SEPARATORS.sub(r"\1<wbr>", escaped))
+
+
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("taskexec.web", "templates"),
     autoescape=True,
@@ -59,6 +77,7 @@ _templates = jinja2.Environment(
 _templates.filters["when"] = _when
 _templates.filters["count"] = _count
 _templates.filters["state_class"] = _state_class
+_templates.filters["breakable"] = _breakable
 
 
 def _base(request: Request) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
 
 from taskexec import schemas
 from taskexec.api.deps import DbDep, MapIndex, ReaderDep
@@ -18,12 +19,59 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": wire_schemas.ErrorResponse} for code in (401, 403, 404, 422, 503)
 }
 
+PREFIX = "/api/v1"
+
 router = APIRouter(
-    prefix="/api/v1", tags=["read"], dependencies=[ReaderDep], responses=ERROR_RESPONSES
+    prefix=PREFIX, tags=["read"], dependencies=[ReaderDep], responses=ERROR_RESPONSES
 )
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=INT32_MAX, description="items to skip")]
+
+
+class ApiResource(BaseModel):
+    """One operation of ``/api/v1``."""
+
+    method: str
+    path: str
+    description: str = Field(description="the first sentence of its documentation")
+
+
+class ApiIndex(BaseModel):
+    """What ``/api/v1`` offers, and where its full documentation is."""
+
+    resources: list[ApiResource]
+    docs: str = Field(description="Swagger UI: every operation, its parameters and answers")
+    openapi: str = Field(description="the OpenAPI document")
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.replace("``", "").split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+@router.get("", response_model=ApiIndex)
+@router.get("/", response_model=ApiIndex, include_in_schema=False)
+async def api_index(request: Request) -> ApiIndex:
+    """This index: each operation of ``/api/v1`` with its path and what it does."""
+    root = str(request.scope.get("root_path", ""))
+    # Read from the app's OpenAPI document (built once, then cached by FastAPI), so the
+    # index lists every operation under the prefix, whichever module declares it.
+    paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
+    resources = [
+        ApiResource(
+            method=method.upper(),
+            path=root + path,
+            description=_first_sentence(operation.get("description") or operation["summary"]),
+        )
+        for path, operations in paths.items()
+        if path.startswith(PREFIX + "/")
+        for method, operation in operations.items()
+    ]
+    return ApiIndex(
+        resources=resources, docs=f"{root}/docs", openapi=f"{root}{request.app.openapi_url}"
+    )
 
 
 @router.get("/dags", response_model=schemas.Page[schemas.DagSummary])
