@@ -16,7 +16,7 @@ export TASKEXEC_RACE_POSTGRES_URL TASKEXEC_RACE_MYSQL_URL
 $(DEMO_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/pip install -q --upgrade pip
-	$(DEMO_VENV)/bin/pip install -q -e .
+	$(DEMO_VENV)/bin/pip install -q -e ".[bench]"
 	touch $@
 
 $(TEST_VENV)/.installed: pyproject.toml

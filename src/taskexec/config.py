@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import functools
+import urllib.parse
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
     """The per-user data directory (``~/.local/share/taskexec`` on Linux)."""
     return Path(platformdirs.user_data_dir("taskexec", appauthor=False))
+
+
+# The databases taskexec runs on (mariadb is MySQL's dialect under another name).
+DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+URL_EXAMPLES = "sqlite:///PATH, postgresql://USER@HOST:5432/DB or mysql://USER@HOST:3306/DB"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if it has one, shown as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a database URL, in one line, or None when it looks usable
+    (whether the database answers is for the connection to find out)."""
+    scheme, sep, _rest = url.partition("://")
+    shown = repr(redacted_url(url))
+    if not sep or not scheme:
+        return f"{shown} is not a database URL: use {URL_EXAMPLES}"
+    backend = scheme.split("+", 1)[0].lower()
+    if backend == "postgres":
+        return f"use postgresql:// rather than postgres:// in {shown}"
+    if backend not in DATABASE_BACKENDS:
+        return f"unsupported database {backend!r} in {shown}: use sqlite, postgresql or mysql"
+    if backend != "sqlite":
+        try:
+            urllib.parse.urlsplit(url).port  # noqa: B018 (parsing it is the check)
+        except ValueError as exc:
+            return f"bad port in the database URL ({exc}): use a port 1-65535"
+    return None
 
 
 class Settings(BaseSettings):
@@ -122,6 +158,18 @@ class Settings(BaseSettings):
     # Celery broker (redis:// or amqp://).
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_queue: str = "taskexec"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str) -> str:
+        if url and (problem := database_url_problem(url)):
+            raise ValueError(problem)
+        return url
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, level: Any) -> Any:
+        return level.upper() if isinstance(level, str) else level
 
     @property
     def transaction_timeout_seconds(self) -> float:

@@ -9,9 +9,8 @@ import sys
 import time
 from typing import Any, ParamSpec, TypeVar
 
-from taskexec.config import Settings
+from taskexec.config import Settings, redacted_url
 from taskexec.db import engine as db_engine
-from taskexec.db import errors as db_errors
 from taskexec.db import migrate
 
 P = ParamSpec("P")
@@ -19,7 +18,16 @@ T = TypeVar("T")
 
 
 class CommandError(Exception):
-    """A CLI failure with a message for the user (exit status 1)."""
+    """A CLI failure with a one-line message for the user: something in the environment
+    (a database, a broker, a file) is not as the command needs it (exit status 1)."""
+
+    status = 1
+
+
+class UsageError(CommandError):
+    """An option or argument the command cannot use (exit status 2, as argparse's own)."""
+
+    status = 2
 
 
 def ensure_schema(settings: Settings) -> None:
@@ -35,26 +43,48 @@ def ensure_schema(settings: Settings) -> None:
             )
 
 
+def driver_reason(exc: BaseException) -> str:
+    """The first line of what the database driver said (refused, timed out, access
+    denied): for the operator's terminal, never for an API client."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def wait_for_database(settings: Settings, *, max_delay: float = 30.0) -> None:
     """``ensure_schema``, waiting for a database that cannot be reached yet (a server
-    started before its database): one line per attempt, never a traceback; a wrong URL
-    or schema still fails at once."""
+    started before its database): one line per attempt, never a traceback; a wrong URL,
+    a missing database or an outdated schema still fails at once."""
+    url = redacted_url(settings.effective_database_url)
     delay = 1.0
     while True:
         try:
             ensure_schema(settings)
             return
         except Exception as exc:
-            if not migrate.unreachable(exc):
+            # A missing database is not waited for: nobody is about to create it.
+            if not migrate.unreachable(exc) or migrate.missing_database(settings):
                 raise
-            reason = db_errors.summary(exc)
+            reason = driver_reason(exc)
         print(
-            f"taskexec: the database is not reachable ({reason}); trying again in {delay:g} s",
+            f"taskexec: the database is not reachable at {url} ({reason}); "
+            f"trying again in {delay:g} s",
             file=sys.stderr,
             flush=True,
         )
         time.sleep(delay)
         delay = min(delay * 2, max_delay)
+
+
+def check_broker(settings: Settings) -> None:
+    """Raise a one-line ``CommandError`` unless the Celery broker answers."""
+    from taskexec.executors import celery
+
+    try:
+        celery.check_broker(settings)
+    except celery.BrokerUnreachableError as exc:
+        url = settings.celery_broker_url
+        reason = str(exc).replace(url, redacted_url(url)).strip().splitlines()[0]
+        raise CommandError(f"{reason} (start it, or fix TASKEXEC_CELERY_BROKER_URL)") from exc
 
 
 def write(settings: Settings, fn: db_engine.Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -85,9 +115,9 @@ def parse_conf(raw: str | None) -> dict[str, Any] | None:
     try:
         conf = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise CommandError(f"--conf is not valid JSON: {exc}") from exc
+        raise UsageError(f"--conf is not valid JSON: {exc}") from exc
     if not isinstance(conf, dict):
-        raise CommandError("--conf must be a JSON object")
+        raise UsageError("--conf must be a JSON object, such as '{\"key\": 1}'")
     return conf
 
 
@@ -98,5 +128,5 @@ def parse_date(raw: str | None) -> dt.datetime | None:
     try:
         value = dt.datetime.fromisoformat(raw)
     except ValueError as exc:
-        raise CommandError(f"--logical-date is not an ISO date: {exc}") from exc
+        raise UsageError(f"--logical-date is not an ISO date (2026-01-31): {exc}") from exc
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

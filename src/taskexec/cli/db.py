@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from taskexec.cli import parsing
 from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
@@ -108,19 +109,68 @@ def cmd_db_prune(args: argparse.Namespace, settings: Settings) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``db upgrade | downgrade | check | prune``."""
-    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
-    up = db.add_parser("upgrade", help="apply migrations")
-    up.add_argument("--revision", default="head")
-    up.set_defaults(func=cmd_db_upgrade)
-    down = db.add_parser("downgrade", help="revert migrations")
-    down.add_argument("revision", help="target revision, or 'base'")
-    down.set_defaults(func=cmd_db_downgrade)
-    db.add_parser("check", help="fail if models, migrations and database differ").set_defaults(
-        func=cmd_db_check
+    db = parsing.group(
+        sub,
+        "db",
+        "migrate, check and prune the database",
+        "The database's schema (Alembic migrations packaged with taskexec) and its "
+        "rendered fields. The database is TASKEXEC_DATABASE_URL (default: SQLite in "
+        "TASKEXEC_DATA_DIR).",
+        ["taskexec db upgrade", "taskexec db check", "taskexec db prune --dry-run"],
     )
-    prune = db.add_parser("prune", help="delete rendered fields of all but the newest N runs")
+    up = parsing.command(
+        db,
+        "upgrade",
+        "apply migrations",
+        "Bring the database schema up to a revision (all the way, by default). Run it after "
+        "installing a new release on PostgreSQL or MariaDB/MySQL; on the embedded SQLite "
+        "database every command does it by itself.",
+        ["taskexec db upgrade", "taskexec db upgrade --revision +1   # one step"],
+    )
+    up.add_argument(
+        "--revision",
+        default="head",
+        help="the revision to go to: head, +N, or a revision id",
+    )
+    up.set_defaults(func=cmd_db_upgrade)
+    down = parsing.command(
+        db,
+        "downgrade",
+        "revert migrations",
+        "Take the database schema down to a revision; 'base' drops every table, and the "
+        "data in them.",
+        ["taskexec db downgrade -1", "taskexec db downgrade base   # drops everything"],
+    )
+    down.add_argument("revision", help="the revision to go to: base, -N, or a revision id")
+    down.set_defaults(func=cmd_db_downgrade)
+    parsing.command(
+        db,
+        "check",
+        "fail if models, migrations and database differ",
+        "Apply the migrations to a scratch SQLite database and compare the result with the "
+        "models; then check that the configured database is at the head revision and "
+        "matches the models. Exits 1 and lists the differences otherwise.",
+        ["taskexec db check"],
+    ).set_defaults(func=cmd_db_check)
+    _register_prune(db)
+
+
+def _register_prune(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    prune = parsing.command(
+        db,
+        "prune",
+        "delete rendered fields of all but the newest N runs",
+        "Delete the rendered fields of all but the newest N runs of each dag, in small "
+        "transactions (the server does the same in the background every "
+        "TASKEXEC_PRUNE_INTERVAL_SECONDS).",
+        ["taskexec db prune --dry-run   # what would go", "taskexec db prune --retain 10"],
+    )
     prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     prune.add_argument(
-        "--retain", type=int, default=None, help="runs to keep per dag (default: the setting)"
+        "--retain",
+        type=int,
+        default=None,
+        help="runs to keep per dag; 0 or less keeps them all "
+        "(default: TASKEXEC_RENDERED_FIELDS_RETAIN_RUNS, 30)",
     )
     prune.set_defaults(func=cmd_db_prune)

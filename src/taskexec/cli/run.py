@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from taskexec import schemas
-from taskexec.cli import common, runs
+from taskexec.cli import common, parsing, runs
 from taskexec.cli.common import CommandError
 from taskexec.config import Settings
 from taskexec.db import engine as db_engine
@@ -85,10 +85,7 @@ def ensure_scheduler(settings: Settings, console: Console, *, workers: int | Non
     if lease.executor == "celery":
         from taskexec.executors import celery
 
-        try:
-            celery.check_broker(settings)
-        except celery.BrokerUnreachableError as exc:
-            raise CommandError(str(exc)) from exc
+        common.check_broker(settings)
         if not celery.live_workers(settings, timeout=CELERY_PING_SECONDS):
             raise CommandError(
                 f"no Celery worker answers at {settings.celery_broker_url}: start "
@@ -134,13 +131,21 @@ def follow_with_progress(
 
 def states_table(final: schemas.DagRunSummary) -> Table:
     """The run's task instances by final state."""
-    table = Table(title=f"run {final.run_id}: {final.state}")
+    table = Table(title="task instances by state")
     table.add_column("state")
     table.add_column("count", justify="right")
     for state, count in sorted(final.task_instance_states.items()):
         style = "green" if state == "success" else "red" if "failed" in state else ""
         table.add_row(state, str(count), style=style)
     return table
+
+
+def print_final(console: Console, final: schemas.DagRunSummary) -> None:
+    """The run's id and state, then its table."""
+    # The run id is a line of its own, never wrapped, not the table's title: a title
+    # wraps at the narrow table's width, and a run id broken over lines cannot be copied.
+    console.print(f"run {final.run_id}: {final.state}", soft_wrap=True, markup=False)
+    console.print(states_table(final))
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
@@ -156,7 +161,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(
             f"stopped following; the run goes on: `taskexec runs list --dag {run.dag_id}`"
         ) from None
-    console.print(states_table(final))
+    print_final(console, final)
     if final.state != DagRunState.SUCCESS:
         failed = sum(n for state, n in final.task_instance_states.items() if "failed" in state)
         raise CommandError(f"run {run.run_id} failed: {failed} task instance(s) failed")
@@ -164,14 +169,32 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``run``."""
-    run = sub.add_parser("run", help="trigger a dag and follow the run until it ends")
-    run.add_argument("dag_id")
+    run = parsing.command(
+        sub,
+        "run",
+        "trigger a dag and follow the run until it ends",
+        "Trigger a run of a dag from the dags folder and follow it with a progress bar "
+        "until it ends; exit 0 only if it succeeded. The run belongs to the scheduler: "
+        "Ctrl-C here stops following, not the run. On the embedded SQLite database, with "
+        "no scheduler active, it starts `taskexec standalone` in the background (stop it "
+        "with `taskexec standalone --stop`).",
+        [
+            "taskexec run example_rendered_fields",
+            'taskexec run etl --conf \'{"source": "s3://other"}\' --workers 4',
+        ],
+    )
+    run.add_argument("dag_id", help="a dag in the dags folder (`taskexec dags list`)")
     run.add_argument(
         "--workers",
-        type=int,
+        type=parsing.positive,
         default=None,
-        help="local worker processes, if run starts taskexec standalone (default: CPUs)",
+        help="local worker processes, if run starts taskexec standalone "
+        "(default: TASKEXEC_LOCAL_WORKERS, else one per CPU)",
     )
     run.add_argument("--conf", default=None, help="run conf as a JSON object")
-    run.add_argument("--logical-date", default=None, help="ISO date or datetime")
+    run.add_argument(
+        "--logical-date",
+        default=None,
+        help="ISO date or datetime, UTC unless it says (default: none, as a manual run)",
+    )
     run.set_defaults(func=cmd_run)

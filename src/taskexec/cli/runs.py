@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from taskexec import schemas
-from taskexec.cli import common
+from taskexec.cli import common, parsing
 from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
 from taskexec.sdk.dag import Dag, load_dag_files
@@ -30,8 +30,6 @@ def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
     external workers and load generators; print ids and tokens as JSON."""
     ensure_schema(settings)
     conf = common.parse_conf(args.conf)
-    if args.tasks < 1:
-        raise CommandError("--tasks must be at least 1")
     tasks = dag_runs.bare_tasks(args.tasks, args.map, args.max_tries)
     run = common.write(
         settings,
@@ -47,8 +45,11 @@ def cmd_runs_create(args: argparse.Namespace, settings: Settings) -> None:
 
 def find_dag(settings: Settings, dag_id: str) -> Dag:
     """``dag_id`` from the dags folder; a dag file that could not be loaded is named."""
+    from taskexec.cli import dags as dag_commands
+
     folder = settings.effective_dags_folder
-    dags, problems = load_dag_files(folder)
+    with dag_commands.quiet_dag_loading():
+        dags, problems = load_dag_files(folder)
     if dag_id not in dags:
         known = ", ".join(sorted(dags)) or "none"
         message = f"no dag {dag_id!r} in {folder} (found: {known})"
@@ -162,49 +163,146 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _register_runs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    runs = sub.add_parser("runs", help="dag runs").add_subparsers(dest="runs_cmd", required=True)
-    create = runs.add_parser("create", help="create a bare run with queued task instances")
-    create.add_argument("--dag-id", required=True)
-    create.add_argument("--tasks", type=int, required=True, help="number of tasks")
-    create.add_argument("--map", type=int, default=None, help="map each task over M indexes")
-    create.add_argument("--run-id", default=None)
+    runs = parsing.group(
+        sub,
+        "runs",
+        "create, list and cancel dag runs",
+        "Dag runs in the database: create a bare one for external workers, list the "
+        "newest, cancel one.",
+        ["taskexec runs list", "taskexec runs create --dag-id load --tasks 10"],
+    )
+    create = parsing.command(
+        runs,
+        "create",
+        "create a bare run with queued task instances",
+        "Create a dag run with queued task instances and no dag file behind it (nothing "
+        "schedules it): for external workers and load generators. Prints the task "
+        "instances' ids and bearer tokens as JSON. A run id that already exists is refused.",
+        ["taskexec runs create --dag-id etl --tasks 3 --map 4 --max-tries 2"],
+    )
+    create.add_argument("--dag-id", required=True, help="the run's dag id (any name)")
+    create.add_argument(
+        "--tasks", type=parsing.positive, required=True, help="tasks task_0, task_1, …"
+    )
+    create.add_argument(
+        "--map", type=parsing.positive, default=None, help="map each task over indexes 0..M-1"
+    )
+    create.add_argument("--run-id", default=None, help="the run id (default: a new one)")
     create.add_argument("--conf", default=None, help="run conf as a JSON object")
-    create.add_argument("--max-tries", type=int, default=0)
+    create.add_argument(
+        "--max-tries",
+        type=parsing.int_range(0),
+        default=0,
+        help="retries each task instance may have",
+    )
     create.set_defaults(func=cmd_runs_create)
-    listing = runs.add_parser("list", help="the newest runs and their states")
-    listing.add_argument("--dag", default=None, help="only this dag's runs")
-    listing.add_argument("--state", choices=[s.value for s in DagRunState], default=None)
-    listing.add_argument("--limit", type=int, default=20)
+    listing = parsing.command(
+        runs,
+        "list",
+        "the newest runs and their states",
+        "The newest runs, of every dag or of one, with their start and end and their task "
+        "instances counted by state.",
+        ["taskexec runs list", "taskexec runs list --dag etl --state failed --limit 5"],
+    )
+    listing.add_argument("--dag", default=None, help="only this dag's runs (default: all dags)")
+    listing.add_argument(
+        "--state", choices=[s.value for s in DagRunState], default=None, help="only runs in it"
+    )
+    listing.add_argument("--limit", type=parsing.positive, default=20, help="runs to show")
     listing.set_defaults(func=cmd_runs_list)
-    cancel = runs.add_parser("cancel", help="mark a run failed; running tries stop")
-    cancel.add_argument("dag_id")
-    cancel.add_argument("run_id")
+    cancel = parsing.command(
+        runs,
+        "cancel",
+        "mark a run failed; running tries stop",
+        "Mark a run failed: its running tries are told to stop, the task instances that "
+        "have not run are skipped.",
+        ["taskexec runs cancel etl manual__2026-01-31T12:00:00+00:00"],
+    )
+    cancel.add_argument("dag_id", help="the run's dag id")
+    cancel.add_argument("run_id", help="the run id (`taskexec runs list` shows them)")
     cancel.set_defaults(func=cmd_runs_cancel)
+
+
+def _register_trigger(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trig = parsing.command(
+        sub,
+        "trigger",
+        "create a dag run; the scheduler runs it",
+        "Create a run of a dag from the dags folder (TASKEXEC_DAGS_FOLDER) and print its id "
+        "as JSON; the active scheduler runs it. `taskexec run` does the same and follows "
+        "the run to its end.",
+        ["taskexec trigger etl", 'taskexec trigger etl --conf \'{"source": "s3://x"}\''],
+    )
+    trig.add_argument("dag_id", help="a dag in the dags folder (`taskexec dags list`)")
+    trig.add_argument("--conf", default=None, help="run conf as a JSON object")
+    trig.add_argument(
+        "--logical-date",
+        default=None,
+        help="ISO date or datetime, UTC unless it says (default: none, as a manual run)",
+    )
+    trig.set_defaults(func=cmd_trigger)
+
+
+def _register_tasks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tasks = parsing.group(
+        sub,
+        "tasks",
+        "task instances of a run",
+        "The task instances of a dag run: clear them to run them again.",
+        ["taskexec tasks clear etl RUN_ID transform --downstream"],
+    )
+    clear = parsing.command(
+        tasks,
+        "clear",
+        "run task instances of a run again (new tries)",
+        "Give task instances of a run new tries, as Airflow's clear does, so that the "
+        "scheduler runs them again; the run goes back to running.",
+        [
+            "taskexec tasks clear etl RUN_ID",
+            "taskexec tasks clear etl RUN_ID transform --downstream",
+        ],
+    )
+    clear.add_argument("dag_id", help="the run's dag id")
+    clear.add_argument("run_id", help="the run id (`taskexec runs list` shows them)")
+    clear.add_argument("task_ids", nargs="*", help="tasks to clear (default: all)")
+    clear.add_argument("--downstream", action="store_true", help="also every task below them")
+    clear.set_defaults(func=cmd_tasks_clear)
+
+
+def _register_logs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    logs = parsing.command(
+        sub,
+        "logs",
+        "print a task instance's log",
+        "Print the log of one try of a task instance (its latest, unless --try says), from "
+        "the logs folder (TASKEXEC_LOGS_DIR, default TASKEXEC_DATA_DIR/logs).",
+        [
+            "taskexec logs etl RUN_ID extract",
+            "taskexec logs etl RUN_ID transform --map-index 7 --try 2",
+        ],
+    )
+    logs.add_argument("dag_id", help="the run's dag id")
+    logs.add_argument("run_id", help="the run id (`taskexec runs list` shows them)")
+    logs.add_argument("task_id", help="the task's id")
+    logs.add_argument(
+        "--map-index",
+        type=parsing.int_range(-1),
+        default=-1,
+        help="the map index of a mapped task; -1 for a task that is not mapped",
+    )
+    logs.add_argument(
+        "--try",
+        dest="try_number",
+        type=parsing.positive,
+        default=None,
+        help="the try number (default: the latest try with a log)",
+    )
+    logs.set_defaults(func=cmd_logs)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``runs create | list | cancel``, ``trigger``, ``tasks clear`` and ``logs``."""
     _register_runs(sub)
-    trig = sub.add_parser("trigger", help="create a dag run; the scheduler runs it")
-    trig.add_argument("dag_id")
-    trig.add_argument("--conf", default=None, help="run conf as a JSON object")
-    trig.add_argument("--logical-date", default=None, help="ISO date or datetime")
-    trig.set_defaults(func=cmd_trigger)
-
-    tasks = sub.add_parser("tasks", help="task instances").add_subparsers(
-        dest="tasks_cmd", required=True
-    )
-    clear = tasks.add_parser("clear", help="run task instances of a run again (new tries)")
-    clear.add_argument("dag_id")
-    clear.add_argument("run_id")
-    clear.add_argument("task_ids", nargs="*", help="tasks to clear (default: all)")
-    clear.add_argument("--downstream", action="store_true", help="also every task below them")
-    clear.set_defaults(func=cmd_tasks_clear)
-
-    logs = sub.add_parser("logs", help="print a task instance's log")
-    logs.add_argument("dag_id")
-    logs.add_argument("run_id")
-    logs.add_argument("task_id")
-    logs.add_argument("--map-index", type=int, default=-1)
-    logs.add_argument("--try", dest="try_number", type=int, default=None)
-    logs.set_defaults(func=cmd_logs)
+    _register_trigger(sub)
+    _register_tasks(sub)
+    _register_logs(sub)

@@ -10,9 +10,11 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from typing import Any
 
-from taskexec.cli.common import CommandError, ensure_schema, wait_for_database
+from taskexec.cli import parsing
+from taskexec.cli.common import CommandError, check_broker, ensure_schema, wait_for_database
 from taskexec.config import Settings
 from taskexec.security import TokenSigner
 
@@ -47,9 +49,28 @@ def _uvicorn_config(settings: Settings, args: argparse.Namespace, app: Any, work
     )
 
 
+def _check_address(host: str, port: int) -> None:
+    """Fail with one line if ``host:port`` cannot be listened on (in use, no such
+    address), before the database wait and before uvicorn's own attempt."""
+    try:
+        family, kind, _proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --host or "
+            "--port, or stop what listens there"
+        ) from exc
+
+
 def _prepare(settings: Settings, args: argparse.Namespace) -> None:
     from taskexec.api import deps
     from taskexec.server import connections
+
+    _check_address(args.host, args.port)
 
     # Each connection holds a file: let the cap, not the open-file limit, decide.
     log.info("open-file limit: %d", connections.raise_open_file_limit())
@@ -72,13 +93,15 @@ def _uvicorn(settings: Settings, args: argparse.Namespace, app: Any) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     """Run the API server: ``--workers`` uvicorn processes (uvloop, httptools) under a
     supervisor, this process, which replaces a worker that dies within a second, for
-    any worker count; a worker exits when the supervisor does (``server.supervision``)."""
+    any worker count; a worker exits when the supervisor does (``server.supervision``).
+    With a scheduler beside it on Celery, an unreachable broker stops it at once, as it
+    does ``taskexec scheduler``."""
     from uvicorn.supervisors import Multiprocess
 
     from taskexec.server import supervision
 
-    if args.workers < 1:
-        raise CommandError("--workers must be at least 1")
+    if settings.scheduler_in_server:
+        _check_executor(settings)
     _prepare(settings, args)
     config = _uvicorn_config(settings, args, "taskexec.server.app:create_server_app", args.workers)
     supervision.mark_supervisor()
@@ -87,12 +110,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 def _check_executor(settings: Settings) -> None:
     if settings.executor == "celery":
-        from taskexec.executors import celery
-
-        try:
-            celery.check_broker(settings)
-        except celery.BrokerUnreachableError as exc:
-            raise CommandError(str(exc)) from exc
+        check_broker(settings)
 
 
 async def _scheduler(settings: Settings) -> None:
@@ -152,26 +170,74 @@ def cmd_standalone(args: argparse.Namespace, settings: Settings) -> None:
         pid_file.unlink(missing_ok=True)
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 def _server_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--access-log", action="store_true")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 for every interface (then set "
+        "TASKEXEC_API_TOKEN: without it the read API answers loopback clients only)",
+    )
+    parser.add_argument(
+        "--port", type=parsing.port, default=8080, help="TCP port to listen on, 1-65535"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help="uvicorn's log level (taskexec's own: TASKEXEC_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log every request (uvicorn's access log)"
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve``, ``scheduler`` and ``standalone``."""
-    serve = sub.add_parser("serve", help="run the API server (and a scheduler beside it)")
+    serve = parsing.command(
+        sub,
+        "serve",
+        "run the API server (and a scheduler beside it)",
+        "Run the Execution API, the read API (/api/v1), the web page (/ui) and, unless "
+        "TASKEXEC_SCHEDULER_IN_SERVER=false, a scheduler, in --workers uvicorn processes "
+        "under a supervisor that replaces a worker that dies. On the embedded SQLite "
+        "database it migrates the schema itself; elsewhere it refuses an outdated schema. "
+        "Started before its database, it waits for it (one line per attempt); a wrong URL "
+        "or a missing database stops it at once.",
+        [
+            "taskexec serve",
+            "taskexec serve --host 0.0.0.0 --port 8080 --workers 4",
+            "TASKEXEC_DATABASE_URL=postgresql+psycopg://taskexec@db/taskexec taskexec serve",
+        ],
+    )
     _server_args(serve)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers", type=parsing.positive, default=1, help="server processes, 1 or more"
+    )
     serve.set_defaults(func=cmd_serve)
-    scheduler = sub.add_parser("scheduler", help="run a scheduler alone")
-    scheduler.set_defaults(func=cmd_scheduler)
-    standalone = sub.add_parser(
-        "standalone", help="server, scheduler and local workers in one process tree"
+    parsing.command(
+        sub,
+        "scheduler",
+        "run a scheduler alone",
+        "Run a scheduler without a server: it becomes the active one unless another "
+        "already is (a lease in the database), and hands tries to TASKEXEC_EXECUTOR "
+        "(local worker processes, or Celery, whose broker it checks first).",
+        ["taskexec scheduler", "TASKEXEC_EXECUTOR=celery taskexec scheduler"],
+    ).set_defaults(func=cmd_scheduler)
+    standalone = parsing.command(
+        sub,
+        "standalone",
+        "server, scheduler and local workers in one process tree",
+        "Server, scheduler and local worker processes in one process tree, for one "
+        "machine. `taskexec run` starts one in the background on the embedded database "
+        "when no scheduler is active; --stop ends that one.",
+        ["taskexec standalone --port 8080", "taskexec standalone --stop"],
     )
     _server_args(standalone)
     standalone.add_argument(
-        "--stop", action="store_true", help="stop the one `taskexec run` started"
+        "--stop", action="store_true", help="stop the one `taskexec run` started, and exit"
     )
     standalone.set_defaults(func=cmd_standalone)

@@ -1,43 +1,59 @@
-"""``taskexec race`` and ``taskexec bench``: reproduce the RTIF race, measure the cost."""
+"""``taskexec race`` and ``taskexec bench``: reproduce the RTIF race, measure the cost.
+
+The choices are written out here rather than read from ``taskexec.race``, whose import
+(the app, SQLAlchemy) would slow every ``taskexec`` command; a unit test keeps the two
+lists equal."""
 
 from __future__ import annotations
 
 import argparse
 
-from taskexec.cli.common import CommandError
+from taskexec.cli import parsing
+from taskexec.cli.common import CommandError, UsageError
 from taskexec.config import Settings
 
+# race.databases.BACKENDS, and mariadb, MySQL under its other name.
+DATABASES = ("sqlite", "postgresql", "mysql", "mariadb")
+RACE_STRATEGIES = ("merge", "merge-retry", "upsert")  # race.strategies.STRATEGIES
+VARIANTS = ("first-write", "retry")  # race.command.VARIANTS
+MODES = ("distinct", "hot")  # race.bench.MODES
+PAYLOADS = ("1KiB", "64KiB")  # race.bench.PAYLOADS
+BENCH_STRATEGIES = ("batched", "unbatched")  # race.bench.STRATEGIES
+RAW_CEILINGS = ("transaction", "autocommit")  # race.raw.KINDS
 
-def _csv(raw: str) -> list[str]:
-    return [part.strip() for part in raw.split(",") if part.strip()]
+DB_HELP = (
+    "databases to run on (default: sqlite, and postgresql and mysql where an admin URL "
+    "is given by option or environment)"
+)
+URL_HELP = (
+    "admin URL of a {what} server on which to create and drop throwaway databases "
+    "(default: ${first}, else ${second})"
+)
 
 
-def _int_csv(raw: str) -> list[int]:
+def _run_tool(command: str, args: argparse.Namespace) -> None:
+    from taskexec.race import databases
+    from taskexec.race import main as race_main
+
     try:
-        return [int(part) for part in _csv(raw)]
+        if command == "race":
+            race_main.race_command(args)
+        else:
+            race_main.bench_command(args)
+    except databases.UnreachableError as exc:
+        raise CommandError(str(exc)) from exc
     except ValueError as exc:
-        message = f"{raw!r} is not a comma-separated list of integers"
-        raise argparse.ArgumentTypeError(message) from exc
+        raise UsageError(str(exc)) from exc
 
 
 def cmd_race(args: argparse.Namespace, settings: Settings) -> None:
     """Race first writes per strategy, writers and database; write table, JSON, MD, PNG."""
-    from taskexec.race import main as race_main
-
-    try:
-        race_main.race_command(args)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
+    _run_tool("race", args)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
     """Measure sustained RTIF writes, the raw ceiling, cost growth and server memory."""
-    from taskexec.race import main as race_main
-
-    try:
-        race_main.bench_command(args)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
+    _run_tool("bench", args)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,16 +62,82 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_bench(sub)
 
 
+def _add_urls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", **parsing.choice_list(DATABASES), default=None, help=DB_HELP)
+    parser.add_argument(
+        "--postgres-url",
+        type=parsing.admin_url,
+        default=None,
+        help=URL_HELP.format(
+            what="PostgreSQL",
+            first="TASKEXEC_RACE_POSTGRES_URL",
+            second="TASKEXEC_TEST_POSTGRES_URL",
+        ),
+    )
+    parser.add_argument(
+        "--mysql-url",
+        type=parsing.admin_url,
+        default=None,
+        help=URL_HELP.format(
+            what="MariaDB/MySQL", first="TASKEXEC_RACE_MYSQL_URL", second="TASKEXEC_TEST_MYSQL_URL"
+        ),
+    )
+
+
 def _add_race(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    race = sub.add_parser("race", help="reproduce the RTIF race and show it gone")
-    race.add_argument("--strategies", type=_csv, default=["merge", "merge-retry", "upsert"])
-    race.add_argument("--writers", type=_int_csv, default=[1, 8, 32, 64])
-    race.add_argument("--rounds", type=int, default=20)
-    race.add_argument("--db", type=_csv, default=["sqlite", "postgresql", "mysql"])
-    race.add_argument("--variants", type=_csv, default=["first-write", "retry"])
-    race.add_argument("--postgres-url", default=None, help="admin URL (default: env)")
-    race.add_argument("--mysql-url", default=None, help="admin URL (default: env)")
-    race.add_argument("--against", default=None, help="race this server instead")
+    race = parsing.command(
+        sub,
+        "race",
+        "reproduce the RTIF race and show it gone",
+        "Is a server affected by the rendered-fields race, and what does the fix change? "
+        "For every database, strategy and writer count it starts the app in-process on a "
+        "fresh database, swaps in a write strategy, and releases W writers at once on one "
+        "fresh task instance per round; then it checks the database holds one row with a "
+        "2xx writer's value. It prints a table and writes race.json, race.md and, with "
+        "matplotlib (taskexec[bench]), race.png to --out. --against races a server "
+        "elsewhere instead.",
+        [
+            "taskexec race --db sqlite --rounds 5                  # a minute, no set-up",
+            "taskexec race --db postgresql --postgres-url postgresql://postgres@127.0.0.1/test",
+            "taskexec race --against http://my-server:8080 --targets targets.txt",
+        ],
+    )
+    race.add_argument(
+        "--strategies",
+        **parsing.choice_list(RACE_STRATEGIES),
+        default=",".join(RACE_STRATEGIES),
+        help="write strategies: merge (Airflow up to 3.2), merge-retry "
+        "(Airflow PR #63581), upsert (taskexec's)",
+    )
+    race.add_argument(
+        "--writers",
+        type=parsing.int_csv,
+        default="1,8,32,64",
+        help="writer counts, comma-separated",
+    )
+    race.add_argument("--rounds", type=parsing.positive, default=20, help="rounds per case")
+    race.add_argument(
+        "--variants",
+        **parsing.choice_list(VARIANTS),
+        default=",".join(VARIANTS),
+        help="first-write (W different first writes) and retry (one PUT sent twice at once)",
+    )
+    _add_urls(race)
+    _add_race_against(race)
+    race.add_argument("--out", default="artifacts/race", help="folder for JSON, MD and PNG")
+    race.add_argument(
+        "--max-seconds",
+        type=parsing.positive_float,
+        default=1800.0,
+        help="start no new case after this many seconds",
+    )
+    race.set_defaults(func=cmd_race)
+
+
+def _add_race_against(race: argparse.ArgumentParser) -> None:
+    race.add_argument(
+        "--against", default=None, help="base URL of a server to race instead of in-process"
+    )
     race.add_argument(
         "--targets",
         default=None,
@@ -68,7 +150,7 @@ def _add_race(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="execution",
         help="with --against: read the stored value back through GET "
         "/execution/task-instances/{id}/rtif (execution; Airflow has none) or Airflow's "
-        "REST API /api/v2/dags/…/taskInstances/… (airflow) (default: %(default)s)",
+        "REST API /api/v2/dags/…/taskInstances/… (airflow)",
     )
     race.add_argument(
         "--readback-url",
@@ -80,37 +162,74 @@ def _add_race(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="Bearer token for Airflow's REST API (default: $TASKEXEC_RACE_READBACK_TOKEN)",
     )
-    race.add_argument("--out", default="artifacts/race", help="folder for JSON, MD, PNG")
-    race.add_argument("--max-seconds", type=float, default=1800, help="stop starting cases after")
-    race.set_defaults(func=cmd_race)
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = sub.add_parser("bench", help="measure RTIF write throughput and latency")
-    bench.add_argument("--db", type=_csv, default=["sqlite", "postgresql", "mysql"])
-    bench.add_argument("--clients", type=_int_csv, default=[1, 8, 32, 64])
-    bench.add_argument("--modes", type=_csv, default=["distinct", "hot"])
-    bench.add_argument("--payloads", type=_csv, default=["1KiB", "64KiB"])
-    bench.add_argument("--seconds", type=float, default=5.0, help="per configuration")
-    bench.add_argument("--growth", type=_int_csv, default=[1000, 100000, 1000000])
-    bench.add_argument("--server-workers", type=int, default=2)
-    bench.add_argument("--targets", type=int, default=2000, help="task instances to write to")
+    bench = parsing.command(
+        sub,
+        "bench",
+        "measure RTIF write throughput and latency",
+        "Start `taskexec serve` on a fresh database and measure sustained rendered-fields "
+        "writes (req/s, p50, p99, max) per client count, mode and payload, for the batched "
+        "and unbatched server; the raw ceiling of the same upsert without HTTP; latency as "
+        "the table grows; and the server's peak memory. It prints tables and writes "
+        "bench.json, bench.md and, with matplotlib (taskexec[bench]), bench.png to --out.",
+        [
+            "taskexec bench --db sqlite --clients 1,8 --seconds 2 --growth 1000",
+            "taskexec bench --db postgresql,mysql   # URLs from the environment",
+        ],
+    )
+    _add_urls(bench)
+    bench.add_argument(
+        "--clients",
+        type=parsing.int_csv,
+        default="1,8,32,64",
+        help="client counts, comma-separated",
+    )
+    bench.add_argument(
+        "--modes",
+        **parsing.choice_list(MODES),
+        default=",".join(MODES),
+        help="distinct (each client writes its own task instances) and hot (all write one)",
+    )
+    bench.add_argument(
+        "--payloads",
+        **parsing.choice_list(PAYLOADS),
+        default=",".join(PAYLOADS),
+        help="rendered-fields body sizes",
+    )
+    bench.add_argument(
+        "--seconds", type=parsing.positive_float, default=5.0, help="per configuration"
+    )
+    bench.add_argument(
+        "--growth",
+        type=parsing.int_csv,
+        default="1000,100000,1000000",
+        help="table sizes (rows) at which to measure again, comma-separated",
+    )
+    bench.add_argument(
+        "--server-workers", type=parsing.positive, default=2, help="`taskexec serve --workers`"
+    )
+    bench.add_argument(
+        "--targets", type=parsing.positive, default=2000, help="task instances to write to"
+    )
+    _add_bench_servers(bench)
+    bench.add_argument("--out", default="artifacts/bench", help="folder for JSON, MD and PNG")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _add_bench_servers(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--strategies",
-        type=_csv,
-        default=["batched", "unbatched"],
+        **parsing.choice_list(BENCH_STRATEGIES),
+        default=",".join(BENCH_STRATEGIES),
         help="how the server stores writes, one server each: batched (group commit, the "
-        "default) and unbatched (one transaction per write) (default: batched,unbatched)",
+        "default) and unbatched (one transaction per write)",
     )
     bench.add_argument(
         "--raw",
-        type=_csv,
-        default=["transaction", "autocommit"],
+        **parsing.choice_list(RAW_CEILINGS),
+        default=",".join(RAW_CEILINGS),
         help="raw ceilings without HTTP: transaction (BEGIN, upsert, COMMIT through "
-        "SQLAlchemy) and autocommit (the same SQL through the driver, one round trip) "
-        "(default: transaction,autocommit)",
+        "SQLAlchemy) and autocommit (the same SQL through the driver, one round trip)",
     )
-    bench.add_argument("--postgres-url", default=None, help="admin URL (default: env)")
-    bench.add_argument("--mysql-url", default=None, help="admin URL (default: env)")
-    bench.add_argument("--out", default="artifacts/bench")
-    bench.set_defaults(func=cmd_bench)

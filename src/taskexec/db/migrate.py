@@ -12,12 +12,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from taskexec.config import Settings
 from taskexec.db import connect, models
 from taskexec.db import errors as db_errors
 
 SCRIPT_LOCATION = "taskexec:migrations"
+
+
+class RevisionError(ValueError):
+    """Alembic cannot go to the revision asked for (unknown, or too many steps away)."""
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
@@ -48,6 +53,33 @@ def unreachable(exc: BaseException) -> bool:
     )
 
 
+def missing_database(settings: Settings) -> str | None:
+    """The configured database's name if its server answers and has no database by that
+    name, else None (it exists, SQLite, or the server cannot be asked). The server's own
+    catalogue is asked, through its maintenance database: a connection the server refuses
+    carries no SQLSTATE from libpq, so the refusal itself cannot tell a missing database
+    from a server that is starting up."""
+    url = connect.sync_url(settings.effective_database_url)
+    backend = connect.backend_of(url)
+    if backend == "sqlite" or not url.database:
+        return None
+    if backend == "postgresql":
+        server = url.set(database="postgres")
+        query = "SELECT 1 FROM pg_database WHERE datname = :name"
+    else:
+        server = url.set(database="information_schema")
+        query = "SELECT 1 FROM information_schema.schemata WHERE schema_name = :name"
+    engine = connect.make_sync_engine(server, settings)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text(query), {"name": url.database}).first()
+    except sa.exc.DBAPIError:
+        return None
+    finally:
+        engine.dispose()
+    return None if found else url.database
+
+
 def heads() -> tuple[str, ...]:
     """The head revisions of the packaged migrations (there should be exactly one)."""
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
@@ -74,15 +106,24 @@ def _migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
+@contextlib.contextmanager
+def _revision_errors() -> Iterator[None]:
+    # Alembic's CommandError is its user-facing error: here, a revision it cannot reach.
+    try:
+        yield
+    except CommandError as exc:
+        raise RevisionError(str(exc)) from exc
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     """Bring the schema up to ``revision``."""
-    with _migrating(engine) as conn:
+    with _migrating(engine) as conn, _revision_errors():
         command.upgrade(alembic_config(conn), revision)
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
     """Take the schema down to ``revision`` (``base`` drops everything)."""
-    with _migrating(engine) as conn:
+    with _migrating(engine) as conn, _revision_errors():
         command.downgrade(alembic_config(conn), revision)
 
 

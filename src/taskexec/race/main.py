@@ -20,7 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from taskexec.race import command, databases, report, strategies
+from taskexec.race import command, databases, harness, report, strategies
 from taskexec.race.readback import Readback
 
 
@@ -34,15 +34,13 @@ def _plan(args: argparse.Namespace, writers: list[int]) -> list[tuple[str, int]]
 
 
 def _race_against(
-    args: argparse.Namespace, writers: list[int], progress: Progress
+    args: argparse.Namespace,
+    writers: list[int],
+    progress: Progress,
+    targets: list[harness.Target],
 ) -> list[command.CaseResult]:
-    if not args.targets:
-        raise ValueError("--against needs --targets FILE")
-    targets = command.read_targets(Path(args.targets))
     plan = _plan(args, writers)
     per_case = len(targets) // max(1, len(plan))
-    if per_case < 1:
-        raise ValueError(f"{len(targets)} targets are too few for {len(plan)} cases")
     token = args.readback_token or os.environ.get("TASKEXEC_RACE_READBACK_TOKEN") or None
     check = Readback(args.readback, args.readback_url, token)
     cases = []
@@ -65,13 +63,7 @@ def _race_here(
 ) -> list[command.CaseResult]:
     deadline = time.monotonic() + args.max_seconds
     cases = []
-    for backend in ("mysql" if b in ("mariadb", "mysql") else b for b in args.db):
-        given = {"postgresql": args.postgres_url, "mysql": args.mysql_url}.get(backend)
-        admin = databases.admin_url(backend, given)
-        if admin is None:
-            skipped.append(f"{backend}: no URL (use --{backend}-url or env)")
-            continue
-        urls[backend] = admin
+    for backend, admin in urls.items():
         for strategy in args.strategies:
             if strategy not in strategies.STRATEGIES:
                 raise ValueError(f"unknown strategy {strategy!r}")
@@ -89,9 +81,51 @@ def _race_here(
     return cases
 
 
+def _console() -> Console:
+    return Console() if Console().is_terminal else Console(width=160)
+
+
+def _race_targets(args: argparse.Namespace, writers: list[int]) -> list[harness.Target]:
+    """--against: the targets file, checked before anything runs."""
+    if not args.targets:
+        raise ValueError("--against needs --targets FILE")
+    targets = command.read_targets(Path(args.targets))
+    cases = len(_plan(args, writers))
+    if len(targets) < cases:
+        raise ValueError(f"{len(targets)} targets are too few for {cases} cases")
+    return targets
+
+
+def _admin_urls(args: argparse.Namespace) -> dict[str, str]:
+    """The databases asked for, each with its admin URL, each answering."""
+    given = {"postgresql": args.postgres_url, "mysql": args.mysql_url}
+    urls = databases.admin_urls(args.db, given)
+    databases.check_reachable(urls)
+    return urls
+
+
+def write_outputs(
+    console: Console, out: Path, stem: str, markdown: str, png: Callable[[Path], None]
+) -> None:
+    """Beside ``stem``.json (written by the caller), write the Markdown and, if matplotlib
+    is there, the PNG; then name what was written (never a PNG that was not)."""
+    written = [out / f"{stem}.json", out / f"{stem}.md"]
+    written[1].write_text(markdown)
+    try:
+        png(out / f"{stem}.png")
+        written.append(out / f"{stem}.png")
+    except ImportError:
+        console.print(
+            "no PNG: matplotlib is missing (pip install 'taskexec[bench]')",
+            style="yellow",
+            markup=False,
+        )
+    console.print("wrote " + ", ".join(map(str, written)), markup=False, soft_wrap=True)
+
+
 def race_command(args: argparse.Namespace) -> list[command.CaseResult]:
     """Run every case the options name; returns the results (also written to --out)."""
-    console = Console() if Console().is_terminal else Console(width=160)
+    console = _console()
     # The old strategies fail by design; their 500s are counted in the report, and a
     # traceback per failed request would drown the terminal.
     logging.getLogger("taskexec.server.app").setLevel(logging.CRITICAL)
@@ -99,10 +133,12 @@ def race_command(args: argparse.Namespace) -> list[command.CaseResult]:
     for variant in args.variants:
         if variant not in command.VARIANTS:
             raise ValueError(f"unknown variant {variant!r}: use {', '.join(command.VARIANTS)}")
+    # Everything that can be wrong with the options is found before --out is made.
+    targets = _race_targets(args, writers) if args.against else []
+    urls = {} if args.against else _admin_urls(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    urls: dict[str, str] = {}
-    skipped: list[str] = []
+    skipped = databases.not_asked_for(urls) if args.db is None and not args.against else []
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -111,7 +147,7 @@ def race_command(args: argparse.Namespace) -> list[command.CaseResult]:
     )
     with Progress(*columns, console=console) as progress:
         if args.against:
-            cases = _race_against(args, writers, progress)
+            cases = _race_against(args, writers, progress, targets)
         else:
             cases = _race_here(args, writers, progress, urls, skipped)
     env = command.environment(urls)
@@ -119,12 +155,9 @@ def race_command(args: argparse.Namespace) -> list[command.CaseResult]:
     for line in skipped:
         console.print(f"[yellow]skipped[/] {line}")
     report.write_json(out / "race.json", cases, env, skipped=skipped)
-    (out / "race.md").write_text(report.markdown(cases, env))
-    try:
-        report.write_png(out / "race.png", cases)
-    except ImportError:
-        console.print("[yellow]no PNG: matplotlib is missing (pip install 'taskexec[bench]')[/]")
-    console.print(f"wrote {out / 'race.json'}, {out / 'race.md'}, {out / 'race.png'}")
+    write_outputs(
+        console, out, "race", report.markdown(cases, env), lambda p: report.write_png(p, cases)
+    )
     return cases
 
 
@@ -132,10 +165,10 @@ def bench_command(args: argparse.Namespace) -> dict[str, object]:
     """Run ``taskexec bench`` and write its outputs."""
     from taskexec.race import bench, bench_report
 
-    console = Console() if Console().is_terminal else Console(width=160)
-    dbs = ["mysql" if d in ("mariadb", "mysql") else d for d in args.db]
+    console = _console()
+    urls = _admin_urls(args)
     config = bench.BenchConfig(
-        databases=dbs,
+        databases=list(urls),
         clients=[int(c) for c in args.clients],
         modes=args.modes,
         payloads=args.payloads,
@@ -145,7 +178,7 @@ def bench_command(args: argparse.Namespace) -> dict[str, object]:
         targets=args.targets,
         strategies=args.strategies,
         raw=args.raw,
-        admin_urls={"postgresql": args.postgres_url, "mysql": args.mysql_url},
+        admin_urls=dict(urls),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,16 +190,19 @@ def bench_command(args: argparse.Namespace) -> dict[str, object]:
                 console.print(f"benchmarking: {what}")
 
         result = bench.run_bench(config, on_step=step)
+    if args.db is None:
+        result["skipped"] = databases.not_asked_for(urls) + result["skipped"]
     env = command.environment(result["urls"])
     for table in bench_report.rich_tables(result):
         console.print(table)
     for line in result["skipped"]:
         console.print(f"[yellow]skipped[/] {line}")
     bench_report.write_json(out / "bench.json", result, env)
-    (out / "bench.md").write_text(bench_report.markdown(result, env))
-    try:
-        bench_report.write_png(out / "bench.png", result["rows"])
-    except ImportError:
-        console.print("[yellow]no PNG: matplotlib is missing (pip install 'taskexec[bench]')[/]")
-    console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    write_outputs(
+        console,
+        out,
+        "bench",
+        bench_report.markdown(result, env),
+        lambda p: bench_report.write_png(p, result["rows"]),
+    )
     return result
