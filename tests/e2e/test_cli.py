@@ -109,76 +109,61 @@ def test_served_app_round_trip(served: str, settings: Settings, sync_engine: sa.
     assert [r["rendered_fields"] for r in rtif_rows(sync_engine)] == [{"x": [1]}]
 
 
+def _as_make_demo_runs_it(env: dict[str, str]) -> tuple[list[str], Path, dict[str, str]]:
+    """The command, directory and environment of ``make demo``: the virtualenv's script by
+    its path from the virtualenv's parent, that bin/ not on PATH, stdout not a terminal
+    (Rich's 80 columns). Without a script beside the interpreter: ``python -m``."""
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    path = env.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(p for p in path if p and Path(p).resolve() != bin_dir.resolve())
+    if not (bin_dir / "taskexec").is_file():
+        return [sys.executable, "-m", "taskexec"], Path.cwd(), env
+    return [f"{bin_dir.parent.name}/bin/taskexec"], bin_dir.parent.parent, env
+
+
 @pytest.mark.sqlite
 def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKEXEC_")}
     env["TASKEXEC_DATA_DIR"] = str(tmp_path / "home")
-    env["COLUMNS"] = "120"
-    proc = _taskexec("demo", "--workers", "2", env=env, timeout=300)
+    command, cwd, env = _as_make_demo_runs_it(env)
+    proc = subprocess.run(
+        [*command, "demo", "--workers", "2"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"task instances success\s+│\s+204\b", proc.stdout), proc.stdout
     assert re.search(r"RTIF non-2xx answers \(expected 0\)\s+│\s+0\b", proc.stdout)
-    sent = re.search(r"RTIF writes sent\s+│\s+(\d+)", proc.stdout)
-    assert sent and int(sent.group(1)) == 2 * 205  # every PUT twice; flaky wrote twice
-    assert (tmp_path / "home" / "taskexec.db").exists()
-    secret = tmp_path / "home" / "jwt_secret"
-    assert secret.stat().st_mode & 0o777 == 0o600
-    assert secret.read_text().strip() not in proc.stdout + proc.stderr
+    _check_demo_hints(proc.stdout, cwd, env)
 
 
-SMALL_DAG = """
-from taskexec.sdk import BashTask, Dag, PythonTask, TaskFailedError
-
-
-def boom():
-    raise TaskFailedError("always fails")
-
-
-with Dag("small", params={"who": "world"}):
-    BashTask("hello", bash_command="echo hello {{ params.who }} {{ item }}").expand(["a", "b"])
-
-with Dag("broken"):
-    PythonTask("boom", python_callable=boom)
-"""
-
-
-@pytest.mark.sqlite
-def test_trigger_run_and_logs_commands(tmp_path: Path) -> None:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "small.py").write_text(SMALL_DAG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKEXEC_")}
-    env.update(
-        TASKEXEC_DATA_DIR=str(tmp_path / "home"),
-        TASKEXEC_DAGS_FOLDER=str(dags),
-        TASKEXEC_API_URL=f"http://127.0.0.1:{bench.free_port()}",  # nothing there: run starts one
-        COLUMNS="120",
+def _check_demo_hints(stdout: str, cwd: Path, env: dict[str, str]) -> None:
+    """The run id is whole on its line, and the hinted commands run as printed."""
+    lines = stdout.splitlines()
+    triggered = [line for line in lines if line.startswith("triggered example_rendered_fields")]
+    found = re.fullmatch(
+        r"triggered example_rendered_fields run (\S+): 204 task instances", triggered[0]
     )
-    try:
-        _trigger_run_and_logs(env)
-    finally:
-        # `run` started taskexec standalone in the background: it outlives the command.
-        stopped = _taskexec("standalone", "--stop", env=env)
-        assert "stopped taskexec standalone" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert found, triggered
+    run_id = found.group(1)
+    serve = [line.strip() for line in lines if line.startswith("  ") and line.endswith(" serve")]
+    logs = [line.strip() for line in lines if " logs example_rendered_fields " in line]
+    assert len(serve) == 1 and len(logs) == 1, stdout
+    assert any(line.endswith(f"/runs/{run_id}") for line in lines), stdout
+    assert f" {run_id} transform " in logs[0]
 
+    def shell(line: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        )
 
-def _trigger_run_and_logs(env: dict[str, str]) -> None:
-    triggered = _taskexec("trigger", "small", "--conf", '{"who": "conf"}', env=env)
-    assert triggered.returncode == 0, triggered.stderr
-    assert json.loads(triggered.stdout)["task_instances"] == 2
-
-    ran = _taskexec("run", "small", "--workers", "2", "--conf", '{"who": "there"}', env=env)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "started taskexec standalone in the background" in ran.stdout
-    assert re.search(r"success\s+│\s+2\b", ran.stdout), ran.stdout
-    run_id = re.search(r"run (manual__\S+): 2 task instances", ran.stdout)
-    assert run_id is not None
-    logs = _taskexec("logs", "small", run_id.group(1), "hello", "--map-index", "1", env=env)
-    assert logs.returncode == 0, logs.stderr
-    assert "hello there b" in logs.stdout
-
-    failed = _taskexec("run", "broken", "--workers", "1", env=env)
-    assert failed.returncode == 1
-    assert "1 task instance(s) failed" in failed.stderr
-    unknown = _taskexec("run", "nope", env=env)
-    assert unknown.returncode == 1 and "no dag 'nope'" in unknown.stderr
+    help_proc = shell(f"{serve[0]} --help")
+    assert help_proc.returncode == 0 and "--port" in help_proc.stdout, help_proc.stderr
+    logs_proc = shell(logs[0])
+    assert logs_proc.returncode == 0, logs_proc.stderr
+    assert "transforming shard 0" in logs_proc.stdout, logs_proc.stdout

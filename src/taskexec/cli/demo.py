@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
+import shutil
+import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import httpx
 from rich.console import Console
@@ -68,16 +73,67 @@ async def _schedule_and_follow(
             await scheduler.aclose()
 
 
-def _where_to_look(console: Console, settings: Settings, run_id: str) -> None:
-    logs = settings.effective_logs_dir
-    page = f"http://127.0.0.1:8080/ui/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe=':+')}"
-    console.print(
-        f"rendered fields: run `taskexec serve`, then open {page}\n"
-        f"  (or GET /api/v1/dags/{DAG_ID}/runs; stored in {settings.effective_database_url})\n"
-        f"task logs: taskexec logs {DAG_ID} '{run_id}' transform --map-index 0   (files in {logs})",
-        # Long links and commands stay whole, so they can be copied.
-        soft_wrap=True,
-    )
+def _shown_path(path: Path) -> str:
+    """``path`` as typed from the current directory: relative below it, else absolute."""
+    absolute = path.absolute()
+    try:
+        shown = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return shlex.quote(str(absolute))
+    # A bare name would be looked up on PATH: keep a slash in it.
+    return shlex.quote(shown if "/" in shown else f"./{shown}")
+
+
+def _script() -> Path | None:
+    """This ``taskexec`` script, if there is one."""
+    # argv[0] is the script as the user typed it (``make demo`` runs
+    # ``.venv-demo/bin/taskexec``); under ``python -m`` the script may still sit beside
+    # the interpreter.
+    for script in (Path(sys.argv[0]), Path(sys.executable).parent / "taskexec"):
+        if script.name == "taskexec" and script.is_file() and os.access(script, os.X_OK):
+            return script
+    return None
+
+
+def taskexec_command() -> str:
+    """How to run this ``taskexec`` from the current directory: the bare name when PATH
+    finds this very script, else the script's path, else ``python -m taskexec``."""
+    script = _script()
+    if script is None:
+        return f"{shlex.quote(sys.executable)} -m taskexec"
+    found = shutil.which("taskexec")
+    if found is not None and os.path.samefile(found, script):
+        return "taskexec"
+    return _shown_path(script)
+
+
+def hints(settings: Settings, run_id: str) -> list[str]:
+    """The closing lines: where to see the run, as commands that run as printed."""
+    command = taskexec_command()
+    run_path = f"{DAG_ID}/runs/{urllib.parse.quote(run_id, safe=':+')}"
+    lines = [
+        "rendered fields: start the server on the same database with",
+        f"  {command} serve",
+        f"then open http://127.0.0.1:8080/ui/dags/{run_path}",
+        f"  (or GET /api/v1/dags/{DAG_ID}/runs; stored in {settings.effective_database_url})",
+        f"task logs (files in {settings.effective_logs_dir}):",
+        f"  {command} logs {DAG_ID} {shlex.quote(run_id)} transform --map-index 0",
+    ]
+    script = _script()
+    if command != "taskexec" and script and (activate := script.parent / "activate").is_file():
+        lines.append(
+            f"  (or activate the virtualenv, `. {_shown_path(activate)}`, and type `taskexec`)"
+        )
+    names = sorted(set(os.environ) & {f"TASKEXEC_{n.upper()}" for n in Settings.model_fields})
+    if names:
+        lines.append(f"(with the same {', '.join(names)} as this demo)")
+    return lines
+
+
+def _say(console: Console, line: str) -> None:
+    # Long ids, links and commands stay on one line, so they can be copied, also when
+    # stdout is not a terminal (where Rich would otherwise wrap at 80 columns).
+    console.print(line, soft_wrap=True, markup=False)
 
 
 def run(settings: Settings, *, workers: int | None = None) -> bool:
@@ -87,20 +143,19 @@ def run(settings: Settings, *, workers: int | None = None) -> bool:
     if (lease := common.read(settings, scheduling.current_lease)) is not None:
         raise CommandError(
             f"a scheduler is already active on this database ({lease.holder}); the demo "
-            "runs its own: stop the other first (`taskexec standalone --stop`)"
+            f"runs its own: stop the other first (`{taskexec_command()} standalone --stop`)"
         )
-    console.print(f"database: {settings.effective_database_url}")
+    _say(console, f"database: {settings.effective_database_url}")
     started = time.perf_counter()
     server = settings.model_copy(update={"scheduler_in_server": False})
     with (
         background_server(create_app(server)) as base_url,
         proxy.recording_proxy(base_url, duplicate=True) as (proxy_url, writes),
     ):
-        console.print(f"API server: {base_url} (OpenAPI docs at {base_url}/docs)")
+        _say(console, f"API server: {base_url} (OpenAPI docs at {base_url}/docs)")
         created = runs.trigger(settings, DAG_ID)
-        console.print(
-            f"triggered {DAG_ID} run {created.run_id}: {len(created.task_instances)} task instances"
-        )
+        count = len(created.task_instances)
+        _say(console, f"triggered {DAG_ID} run {created.run_id}: {count} task instances")
         # The scheduler's workers write through the proxy, which sends every PUT twice.
         scheduling_settings = settings.model_copy(
             update={"api_url": proxy_url, "executor": "local", "local_workers": workers or 0}
@@ -110,7 +165,8 @@ def run(settings: Settings, *, workers: int | None = None) -> bool:
         path = f"/api/v1/dags/{DAG_ID}/runs/{urllib.parse.quote(created.run_id, safe='')}"
         api_state = str(httpx.get(base_url + path, timeout=10).json().get("state"))
     console.print(summary_table(final, api_state, writes, time.perf_counter() - started))
-    _where_to_look(console, settings, created.run_id)
+    for line in hints(settings, created.run_id):
+        _say(console, line)
     return final.state == DagRunState.SUCCESS and writes.non_2xx == 0
 
 
