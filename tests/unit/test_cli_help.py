@@ -13,7 +13,7 @@ from taskexec import __version__, cli
 from taskexec.cli import parsing, tools
 
 # cli/demo.py is another change's: its parser gets a description and an example there.
-WITHOUT_DESCRIPTION_YET = {"taskexec demo"}
+WITHOUT_DESCRIPTION_YET: set[str] = set()
 
 
 def _parsers(

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from taskexec import schemas
-from taskexec.cli import common, runs
+from taskexec.cli import common, parsing, runs
 from taskexec.cli import run as run_command
 from taskexec.cli.common import CommandError, ensure_schema
 from taskexec.config import Settings
@@ -178,6 +178,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``demo``."""
-    demo = sub.add_parser("demo", help="run the example dag on the embedded database")
-    demo.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
+    demo = parsing.command(
+        sub,
+        "demo",
+        "run the example dag on the embedded database",
+        "Bring the embedded SQLite database up to date, start the API server in-process, "
+        "trigger the bundled example dag (204 task instances, a secret to mask, a retry) "
+        "and run it through the scheduler and local workers whose rendered-fields writes "
+        "are all sent twice at once, as a client retrying after a timeout would; then "
+        "print a summary (non-2xx answers expected: 0) and commands to look at the run.",
+        ["taskexec demo", "taskexec demo --workers 4"],
+    )
+    demo.add_argument(
+        "--workers",
+        type=parsing.positive,
+        default=None,
+        help="local worker processes, 1 or more (default: one per CPU)",
+    )
     demo.set_defaults(func=cmd_demo)
