@@ -42,7 +42,7 @@ def _task_ids(dag: Dag) -> str:
 
 def dags_table(dags: dict[str, Dag]) -> Table:
     """A row per dag: its id, and its tasks in the order the file defines them."""
-    table = Table(title=f"{len(dags)} dags")
+    table = Table(title=f"{len(dags)} dag{'' if len(dags) == 1 else 's'}")
     table.add_column("dag", no_wrap=True)
     table.add_column(markup.escape("tasks (name[n]: mapped over n items)"))
     for dag_id in sorted(dags):
