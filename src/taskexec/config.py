@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import urllib.parse
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,33 +22,40 @@ DATABASE_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
 URL_EXAMPLES = "sqlite:///PATH, postgresql://USER@HOST:5432/DB or mysql://USER@HOST:3306/DB"
 
 
+# scheme://[user[:password]@][host][:port][/database][?query], read as SQLAlchemy reads
+# it: the user stops at ':' or '/', the password runs to the '@' (it may hold '/', '?',
+# '#' or ':'; an '@' in it must be written %40).
+_URL = re.compile(
+    r"^(?P<scheme>[\w+]+)://"
+    r"(?:(?P<user>[^:/@]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?P<host>\[[^\]]*\]|[^/:?]*)?(?::(?P<port>[^/?]*))?"
+)
+
+
 def redacted_url(url: str) -> str:
     """``url`` with its password, if it has one, shown as ``***``."""
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, host = netloc.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
+    found = _URL.match(url)
+    if found is None or found.group("password") is None:
         return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
+    start, end = found.span("password")
+    return url[:start] + "***" + url[end:]
 
 
 def database_url_problem(url: str) -> str | None:
     """What is wrong with a database URL, in one line, or None when it looks usable
     (whether the database answers is for the connection to find out)."""
-    scheme, sep, _rest = url.partition("://")
+    found = _URL.match(url)
     shown = repr(redacted_url(url))
-    if not sep or not scheme:
+    if found is None:
         return f"{shown} is not a database URL: use {URL_EXAMPLES}"
-    backend = scheme.split("+", 1)[0].lower()
+    backend = found.group("scheme").split("+", 1)[0].lower()
     if backend == "postgres":
         return f"use postgresql:// rather than postgres:// in {shown}"
     if backend not in DATABASE_BACKENDS:
         return f"unsupported database {backend!r} in {shown}: use sqlite, postgresql or mysql"
-    if backend != "sqlite":
-        try:
-            urllib.parse.urlsplit(url).port  # noqa: B018 (parsing it is the check)
-        except ValueError as exc:
-            return f"bad port in the database URL ({exc}): use a port 1-65535"
+    port = found.group("port")
+    if backend != "sqlite" and port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"bad port {port!r} in {shown}: use a port 1-65535"
     return None
 
 
@@ -106,6 +113,9 @@ class Settings(BaseSettings):
     # the database go together as the next one, one statement, up to this many (1 turns
     # batching off: one transaction per write).
     rtif_batch_max: int = Field(default=64, ge=1, le=1000)
+    # ...and at most this many bytes of fields (a body under 64 KiB counts as 64 KiB):
+    # a batch must fit in one statement (MariaDB's max_allowed_packet is 16 MiB).
+    rtif_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
 
     # --- retention ---------------------------------------------------------------
     # Keep rendered fields for the newest N runs of each dag; 0 or less keeps them all.

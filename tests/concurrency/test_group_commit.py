@@ -221,3 +221,91 @@ def test_a_cancelled_request_leaves_the_queue(settings: Settings, sync_engine: s
         "task_2": {"cmd": "written while running"},
     }
     assert (queue.stats.batches, queue.stats.writes) == (2, 2)
+
+
+def _held(db: db_engine.Database) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the next transaction open before its commit until ``release`` is set."""
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(_operation: str) -> None:
+        db.before_commit = None
+        inside.set()
+        await release.wait()
+
+    db.before_commit = hold
+    return inside, release
+
+
+def test_two_writes_to_one_try_and_the_latest_is_refused(
+    settings: Settings, sync_engine: sa.Engine, backend: str
+) -> None:
+    """The earlier write is stored on its own; only the refused one gets 422."""
+    if backend == "sqlite":
+        pytest.skip("SQLite stores any JSON text: it refuses no value")
+    ids = _prepare(settings)
+
+    async def go() -> list[str]:
+        async with db_engine.open_database(settings) as db:
+            queue = GroupCommit(db, max_batch=64)
+            inside, release = _held(db)
+            blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "b"}, None))
+            await inside.wait()
+            writes = [{"cmd": "valid"}, SerializedJson('{"cmd": not json')]
+            tasks = [asyncio.create_task(queue.write(db, ids["queued"], f, None)) for f in writes]
+            await asyncio.sleep(0.05)
+            release.set()
+            await blocker
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            return [type(r).__name__ if r is not None else "ok" for r in results]
+
+    assert asyncio.run(go()) == ["ok", "InvalidValueError"]
+    stored = {r["task_id"]: r["rendered_fields"] for r in rtif_rows(sync_engine)}
+    assert stored["task_0"] == {"cmd": "valid"}
+
+
+def test_a_write_past_its_deadline_is_answered_503_unstored(
+    settings: Settings, sync_engine: sa.Engine
+) -> None:
+    """A write waits behind a batch that outlives the deadline: it is answered 503 and
+    never stored, so no request gets 503 while its write may still commit."""
+    ids = _prepare(settings)
+    short = settings.model_copy(update={"request_timeout_seconds": 0.5})
+
+    async def go() -> tuple[list[str], GroupCommit]:
+        async with db_engine.open_database(short) as db:
+            queue = GroupCommit(db, max_batch=64)
+            inside, _never = _held(db)
+            blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "b"}, None))
+            await inside.wait()
+            late = asyncio.create_task(queue.write(db, ids["queued"], {"cmd": "late"}, None))
+            results = await asyncio.gather(blocker, late, return_exceptions=True)
+            return [type(r).__name__ for r in results], queue
+
+    answers, queue = asyncio.run(go())
+    assert answers == ["DatabaseUnavailableError", "DatabaseUnavailableError"]
+    assert queue.stats.expired == 1
+    stored = {r["task_id"] for r in rtif_rows(sync_engine)}
+    assert "task_0" not in stored and "task_4" not in stored
+
+
+def test_batches_are_bounded_in_bytes(settings: Settings, sync_engine: sa.Engine) -> None:
+    run = seed(settings, tasks=6)
+    ids = [t.id for t in run.task_instances]
+    big = SerializedJson('{"cmd": "' + "x" * (100 * 1024) + '"}')
+
+    async def go() -> GroupCommit:
+        async with db_engine.open_database(settings) as db:
+            queue = GroupCommit(db, max_batch=64, max_bytes=250 * 1024)
+            inside, release = _held(db)
+            blocker = asyncio.create_task(queue.write(db, ids[5], {"cmd": "b"}, None))
+            await inside.wait()
+            tasks = [asyncio.create_task(queue.write(db, i, big, None)) for i in ids[:5]]
+            await asyncio.sleep(0.05)
+            release.set()
+            await asyncio.gather(blocker, *tasks)
+            return queue
+
+    queue = asyncio.run(go())
+    # The blocker, then 5 bodies of 100 KiB in batches of at most 250 KiB: 2, 2, 1.
+    assert (queue.stats.batches, queue.stats.largest, queue.stats.writes) == (4, 2, 6)
+    assert len(rtif_rows(sync_engine)) == 6

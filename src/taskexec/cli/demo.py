@@ -29,7 +29,7 @@ from taskexec import schemas
 from taskexec.cli import common, parsing, runs
 from taskexec.cli import run as run_command
 from taskexec.cli.common import CommandError, ensure_schema
-from taskexec.config import Settings
+from taskexec.config import Settings, redacted_url
 from taskexec.db import engine as db_engine
 from taskexec.race import proxy
 from taskexec.scheduler import loop
@@ -111,11 +111,12 @@ def hints(settings: Settings, run_id: str) -> list[str]:
     """The closing lines: where to see the run, as commands that run as printed."""
     command = taskexec_command()
     run_path = f"{DAG_ID}/runs/{urllib.parse.quote(run_id, safe=':+')}"
+    stored = redacted_url(settings.effective_database_url)
     lines = [
         "rendered fields: start the server on the same database with",
         f"  {command} serve",
         f"then open http://127.0.0.1:8080/ui/dags/{run_path}",
-        f"  (or GET /api/v1/dags/{DAG_ID}/runs; stored in {settings.effective_database_url})",
+        f"  (or GET /api/v1/dags/{DAG_ID}/runs; stored in {stored})",
         f"task logs (files in {settings.effective_logs_dir}):",
         f"  {command} logs {DAG_ID} {shlex.quote(run_id)} transform --map-index 0",
     ]
@@ -145,7 +146,7 @@ def run(settings: Settings, *, workers: int | None = None) -> bool:
             f"a scheduler is already active on this database ({lease.holder}); the demo "
             f"runs its own: stop the other first (`{taskexec_command()} standalone --stop`)"
         )
-    _say(console, f"database: {settings.effective_database_url}")
+    _say(console, f"database: {redacted_url(settings.effective_database_url)}")
     started = time.perf_counter()
     server = settings.model_copy(update={"scheduler_in_server": False})
     with (

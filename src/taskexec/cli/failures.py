@@ -46,8 +46,9 @@ def database_problem(exc: BaseException, settings: config.Settings) -> Failure:
     if missing is not None:
         return Failure(
             parsing.ENVIRONMENT,
-            f"the database {missing!r} does not exist on the server of {url}: create it "
-            "(then `taskexec db upgrade`), or fix TASKEXEC_DATABASE_URL",
+            f"the database {missing!r} does not exist on the server of {url}, or this "
+            "user may not see it: create it (then `taskexec db upgrade`) or grant access, "
+            "or fix TASKEXEC_DATABASE_URL",
         )
     reason = common.driver_reason(exc)
     if migrate.unreachable(exc):
@@ -63,7 +64,7 @@ def explain(exc: BaseException, settings: config.Settings | None) -> Failure | N
     """The failure to show for ``exc``, or None when it is not the user's to fix."""
     if isinstance(exc, CommandError):
         return Failure(exc.status, str(exc))
-    if isinstance(exc, pydantic.ValidationError):
+    if isinstance(exc, pydantic.ValidationError) and exc.title == config.Settings.__name__:
         return settings_problem(exc)
     if isinstance(exc, migrate.RevisionError):
         return Failure(
@@ -72,7 +73,12 @@ def explain(exc: BaseException, settings: config.Settings | None) -> Failure | N
             f"{', '.join(migrate.heads())})",
         )
     cause = exc.__cause__ if isinstance(exc, errors.DatabaseUnavailableError) else exc
-    if isinstance(cause, db_errors.DatabaseError) and settings is not None:
+    # Only a connection problem is the user's to fix: a statement that failed is a bug.
+    if (
+        isinstance(cause, db_errors.DatabaseError)
+        and settings is not None
+        and (db_errors.refused_connection(cause) or migrate.unreachable(cause))
+    ):
         return database_problem(cause, settings)
     if isinstance(exc, errors.TaskExecError):
         return Failure(parsing.ENVIRONMENT, str(exc))

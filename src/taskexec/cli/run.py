@@ -25,7 +25,7 @@ from rich.table import Table
 from taskexec import schemas
 from taskexec.cli import common, parsing, runs
 from taskexec.cli.common import CommandError
-from taskexec.config import Settings
+from taskexec.config import Settings, redacted_url
 from taskexec.db import engine as db_engine
 from taskexec.services import dag_runs, scheduling
 from taskexec.wire.states import FINISHED, DagRunState
@@ -88,7 +88,7 @@ def ensure_scheduler(settings: Settings, console: Console, *, workers: int | Non
         common.check_broker(settings)
         if not celery.live_workers(settings, timeout=CELERY_PING_SECONDS):
             raise CommandError(
-                f"no Celery worker answers at {settings.celery_broker_url}: start "
+                f"no Celery worker answers at {redacted_url(settings.celery_broker_url)}: start "
                 f"`taskexec celery-worker` (queue {settings.celery_queue})"
             )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from taskexec.cli import parsing
 from taskexec.cli.common import CommandError, check_broker, ensure_schema, wait_for_database
-from taskexec.config import Settings
+from taskexec.config import Settings, redacted_url
 from taskexec.security import TokenSigner
 
 log = logging.getLogger("taskexec")
@@ -158,7 +158,7 @@ def cmd_standalone(args: argparse.Namespace, settings: Settings) -> None:
     print(
         f"taskexec standalone: http://{args.host}:{args.port}/ui/ (API, web page), "
         f"a scheduler with {workers} local worker processes, database "
-        f"{here.effective_database_url}",
+        f"{redacted_url(here.effective_database_url)}",
         flush=True,
     )
     pid_file = here.data_dir / PID_FILE

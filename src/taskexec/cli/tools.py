@@ -42,7 +42,7 @@ def _run_tool(command: str, args: argparse.Namespace) -> None:
             race_main.bench_command(args)
     except databases.UnreachableError as exc:
         raise CommandError(str(exc)) from exc
-    except ValueError as exc:
+    except databases.OptionError as exc:
         raise UsageError(str(exc)) from exc
 
 

@@ -225,7 +225,10 @@ class Database:
                     await conn.commit()
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, after giving the transactions given up on at
+        their deadline a moment to finish cancelling (each returns its connection)."""
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned), timeout=self.deadline)
         await self._engine.dispose()
 
 

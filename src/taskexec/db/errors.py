@@ -182,3 +182,9 @@ def summary(exc: BaseException) -> str:
     if isinstance(exc, sa.exc.SQLAlchemyError):
         return describe(exc)
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def refused_connection(exc: BaseException) -> bool:
+    """Whether the driver failed to connect or talk to the server (refused, reset, bad
+    credentials, unknown host), as opposed to a statement it ran and failed."""
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)

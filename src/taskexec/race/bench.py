@@ -239,7 +239,9 @@ class BenchConfig:
         ):
             for value in given:
                 if value not in known:
-                    raise ValueError(f"unknown {label} {value!r}: use {', '.join(known)}")
+                    raise databases.OptionError(
+                        f"unknown {label} {value!r}: use {', '.join(known)}"
+                    )
 
 
 def _bench_settings(config: BenchConfig, url: str, tmp: str) -> Settings:
@@ -266,8 +268,8 @@ def _measure_served(
     targets: Sequence[tuple[uuid.UUID, str]],
     step: Callable[[str], None],
 ) -> tuple[list[Row], int]:
-    """The API rows of each strategy (a server each) and the growth rows (batched)
-    against ``taskexec serve``; and the batched server's peak RSS."""
+    """The API rows of each strategy, a ``taskexec serve`` each, all on the same table
+    (the growth step comes after everything else); and the first server's peak RSS."""
     rows: list[Row] = []
     peak = 0
     for strategy in config.strategies:
@@ -283,9 +285,24 @@ def _measure_served(
                         row = _api_row(backend, mode, payload, clients, result, strategy=strategy)
                         rows.append(row)
             if strategy == config.strategies[0]:
-                rows += _measure_growth(config, backend, served, targets, port, step)
                 peak = _peak_rss_kib(proc.pid)
     return rows, peak
+
+
+def _measure_grown(
+    config: BenchConfig,
+    backend: str,
+    settings: Settings,
+    targets: Sequence[tuple[uuid.UUID, str]],
+    step: Callable[[str], None],
+) -> list[Row]:
+    """The growth rows, last: the table filled to each size, a server of the first
+    strategy measured at each."""
+    if not config.growth or not config.strategies:
+        return []
+    first = settings.model_copy(update={"rtif_batch_max": STRATEGIES[config.strategies[0]]})
+    with serve(first, config.server_workers) as (port, _proc):
+        return _measure_growth(config, backend, first, targets, port, step)
 
 
 def _measure_growth(
@@ -355,4 +372,6 @@ def run_bench(config: BenchConfig, on_step: Callable[[str], None] | None = None)
                             backend, "distinct", "1KiB", clients, result, kind="raw", strategy=kind
                         )
                     )
+            # Last, so that every API and raw row above ran on the same small table.
+            rows += _measure_grown(config, backend, settings, targets, step)
     return {"rows": rows, "memory_kib": memory, "skipped": skipped, "urls": urls}

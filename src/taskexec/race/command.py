@@ -186,7 +186,7 @@ def read_targets(path: Path) -> list[harness.Target]:
             key = (parts[2], parts[3], parts[4], int(parts[5]))
             targets.append(harness.Target(parts[0], parts[1], key))
         else:
-            raise ValueError(
+            raise databases.OptionError(
                 "expected 'task_instance_id token' or 'task_instance_id token dag_id run_id "
                 f"task_id map_index', got: {line[:80]}"
             )

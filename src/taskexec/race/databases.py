@@ -23,7 +23,12 @@ BACKENDS = ("sqlite", "postgresql", "mysql")
 URL_FLAG = {"postgresql": "--postgres-url", "mysql": "--mysql-url"}
 
 
-class MissingURLError(ValueError):
+class OptionError(ValueError):
+    """An option of ``race`` or ``bench`` that cannot be used (the CLI's usage error);
+    any other ValueError is a bug and keeps its traceback."""
+
+
+class MissingURLError(OptionError):
     """A database was asked for, and no option or variable gives its admin URL."""
 
 

@@ -66,7 +66,7 @@ def _race_here(
     for backend, admin in urls.items():
         for strategy in args.strategies:
             if strategy not in strategies.STRATEGIES:
-                raise ValueError(f"unknown strategy {strategy!r}")
+                raise databases.OptionError(f"unknown strategy {strategy!r}")
             for variant, w in _plan(args, writers):
                 if time.monotonic() > deadline:
                     skipped.append(f"{backend}/{strategy}/{variant}/W={w}: time budget")
@@ -88,11 +88,11 @@ def _console() -> Console:
 def _race_targets(args: argparse.Namespace, writers: list[int]) -> list[harness.Target]:
     """--against: the targets file, checked before anything runs."""
     if not args.targets:
-        raise ValueError("--against needs --targets FILE")
+        raise databases.OptionError("--against needs --targets FILE")
     targets = command.read_targets(Path(args.targets))
     cases = len(_plan(args, writers))
     if len(targets) < cases:
-        raise ValueError(f"{len(targets)} targets are too few for {cases} cases")
+        raise databases.OptionError(f"{len(targets)} targets are too few for {cases} cases")
     return targets
 
 
@@ -132,7 +132,9 @@ def race_command(args: argparse.Namespace) -> list[command.CaseResult]:
     writers = [int(w) for w in args.writers]
     for variant in args.variants:
         if variant not in command.VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}: use {', '.join(command.VARIANTS)}")
+            raise databases.OptionError(
+                f"unknown variant {variant!r}: use {', '.join(command.VARIANTS)}"
+            )
     # Everything that can be wrong with the options is found before --out is made.
     targets = _race_targets(args, writers) if args.against else []
     urls = {} if args.against else _admin_urls(args)

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from taskexec.config import Settings
 from taskexec.db import connect, types
-from taskexec.race import loadgen
+from taskexec.race import databases, loadgen
 from taskexec.services import rendered_fields
 
 KINDS = ("transaction", "autocommit")
@@ -39,15 +39,22 @@ def _run_threads(
     deadline = time.perf_counter() + seconds
     cpu0 = time.process_time()
 
+    failures: list[BaseException] = []
+
     def worker(c: int) -> None:
         local: list[float] = []
-        with open_conn() as conn:
-            i = 0
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                one_write(conn, c, i)
-                local.append(time.perf_counter() - started)
-                i += 1
+        try:
+            with open_conn() as conn:
+                i = 0
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    one_write(conn, c, i)
+                    local.append(time.perf_counter() - started)
+                    i += 1
+        except BaseException as exc:
+            # A thread that died would leave a ceiling lower than the truth: the
+            # measurement fails instead.
+            failures.append(exc)
         with lock:
             latencies.extend(local)
 
@@ -58,6 +65,8 @@ def _run_threads(
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    if failures:
+        raise failures[0]
     return loadgen.LoadResult(
         len(latencies),
         elapsed,
@@ -95,7 +104,7 @@ def measure(
             return _run_threads(clients, seconds, in_transaction, engine.connect)
         if kind == "autocommit":
             return _autocommit(engine, stmt, mine, fields, clients, seconds)
-        raise ValueError(f"unknown raw kind {kind!r}: use {', '.join(KINDS)}")
+        raise databases.OptionError(f"unknown raw kind {kind!r}: use {', '.join(KINDS)}")
     finally:
         engine.dispose()
 

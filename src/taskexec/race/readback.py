@@ -10,7 +10,7 @@ import urllib.parse
 
 import httpx
 
-from taskexec.race import harness
+from taskexec.race import databases, harness
 
 KINDS = ("execution", "airflow")
 
@@ -50,7 +50,7 @@ class Readback:
 
     def _airflow(self, client: httpx.Client, target: harness.Target) -> str | None:
         if target.key is None:
-            raise ValueError(
+            raise databases.OptionError(
                 "--readback airflow needs targets of six columns: "
                 "'task_instance_id token dag_id run_id task_id map_index'"
             )
@@ -63,7 +63,7 @@ class Readback:
         base = (self.url or str(client.base_url)).rstrip("/")
         resp = client.get(base + url, headers=headers)
         if resp.status_code in (401, 403):
-            raise ValueError(
+            raise databases.OptionError(
                 f"Airflow's REST API refused the read-back ({resp.status_code}): "
                 "give a token with --readback-token"
             )

@@ -157,11 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = db_engine.Database.from_settings(settings)
-        app.state.rtif_batches = (
-            group_commit.GroupCommit(app.state.db, settings.rtif_batch_max)
-            if settings.rtif_batch_max > 1
-            else None
-        )
+        app.state.rtif_batches = group_commit.for_settings(app.state.db, settings)
         # Retention runs beside the requests, never inside a worker's transaction.
         app.state.pruner = pruner.start(app.state.db, settings)
         app.state.scheduler = None
@@ -175,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await app.state.scheduler.aclose()
             if app.state.pruner is not None:
                 await app.state.pruner.stop()
+            if app.state.rtif_batches is not None:
+                await app.state.rtif_batches.aclose()
             app.state.bodies.close()
             await app.state.db.dispose()
 
