@@ -25,6 +25,19 @@ from helpers import auth, report, rtif_rows, seed, store_fields
 RUNNER = schemas.TIEnterRunningPayload(hostname="worker-1", pid=4242)
 
 
+def _held(db: db_engine.Database) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the next transaction open before its commit until ``release`` is set."""
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(_operation: str) -> None:
+        db.before_commit = None
+        inside.set()
+        await release.wait()
+
+    db.before_commit = hold
+    return inside, release
+
+
 def _prepare(settings: Settings) -> dict[str, uuid.UUID]:
     """Tries in every state a write can meet: queued, running, ended, an earlier try's
     id (stale) and an id nobody knows."""
@@ -84,14 +97,7 @@ async def _through_queue(
     queue up, in this order, and go as one batch once it commits."""
     async with db_engine.open_database(settings) as db:
         queue = GroupCommit(db, max_batch=64)
-        inside, release = asyncio.Event(), asyncio.Event()
-
-        async def hold(_operation: str) -> None:
-            db.before_commit = None
-            inside.set()
-            await release.wait()
-
-        db.before_commit = hold
+        inside, release = _held(db)
         blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "blocker"}, None))
         await inside.wait()
         planned: list[tuple[str, jsontree.JsonFields]] = [
@@ -193,14 +199,7 @@ def test_a_cancelled_request_leaves_the_queue(settings: Settings, sync_engine: s
     async def go() -> GroupCommit:
         async with db_engine.open_database(settings) as db:
             queue = GroupCommit(db, max_batch=64)
-            inside, release = asyncio.Event(), asyncio.Event()
-
-            async def hold(_operation: str) -> None:
-                db.before_commit = None
-                inside.set()
-                await release.wait()
-
-            db.before_commit = hold
+            inside, release = _held(db)
             blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "b"}, None))
             await inside.wait()
             gone = asyncio.create_task(queue.write(db, ids["queued"], {"cmd": "gone"}, None))
@@ -221,19 +220,6 @@ def test_a_cancelled_request_leaves_the_queue(settings: Settings, sync_engine: s
         "task_2": {"cmd": "written while running"},
     }
     assert (queue.stats.batches, queue.stats.writes) == (2, 2)
-
-
-def _held(db: db_engine.Database) -> tuple[asyncio.Event, asyncio.Event]:
-    """Hold the next transaction open before its commit until ``release`` is set."""
-    inside, release = asyncio.Event(), asyncio.Event()
-
-    async def hold(_operation: str) -> None:
-        db.before_commit = None
-        inside.set()
-        await release.wait()
-
-    db.before_commit = hold
-    return inside, release
 
 
 def test_two_writes_to_one_try_and_the_latest_is_refused(
