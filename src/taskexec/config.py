@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # ...and at most this many bytes of fields (a body under 64 KiB counts as 64 KiB):
     # a batch must fit in one statement (MariaDB's max_allowed_packet is 16 MiB).
     rtif_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # PUT /rtif's ordinary requests skip FastAPI's request machinery (``api/routes/
+    # rtif_hot_path``); off sends every one through the FastAPI route (to compare).
+    rtif_hot_path: bool = True
 
     # --- retention ---------------------------------------------------------------
     # Keep rendered fields for the newest N runs of each dag; 0 or less keeps them all.

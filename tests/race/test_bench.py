@@ -76,7 +76,7 @@ def test_bench_tiny_configuration(tmp_path: Path) -> None:
         ("--payloads", "1k", "'1k' is not one of 1KiB, 64KiB"),
         ("--modes", "cold", "'cold' is not one of distinct, hot"),
         ("--db", "oracle", "'oracle' is not one of sqlite, postgresql, mysql, mariadb"),
-        ("--strategies", "lazy", "'lazy' is not one of batched, unbatched"),
+        ("--strategies", "lazy", "'lazy' is not one of batched, unbatched, route"),
         ("--raw", "fast", "'fast' is not one of transaction, autocommit"),
     ],
 )

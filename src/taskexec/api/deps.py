@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
@@ -53,11 +53,16 @@ async def store_rendered_fields(
     await db.write(rendered_fields.upsert_rendered_fields, ti_id=ti_id, fields=fields, meta=meta)
 
 
-async def get_rtif_writer(request: Request) -> RtifWriter:
+def rtif_writer(app: Any) -> RtifWriter:
     """The rendered-fields write strategy: the upsert, in batches (group commit) unless
     ``TASKEXEC_RTIF_BATCH_MAX`` is 1."""
-    batches: group_commit.GroupCommit | None = request.app.state.rtif_batches
+    batches: group_commit.GroupCommit | None = app.state.rtif_batches
     return store_rendered_fields if batches is None else batches.write
+
+
+async def get_rtif_writer(request: Request) -> RtifWriter:
+    """``rtif_writer`` as a dependency (which ``taskexec race`` overrides)."""
+    return rtif_writer(request.app)
 
 
 DbDep = Annotated[Database, Depends(get_db)]
@@ -78,21 +83,28 @@ async def require_ti_token(
 
     Decided before any database access, so a worker can only ever touch its own try.
     """
-    if credentials is None:
+    token = credentials.credentials if credentials is not None else None
+    return check_ti_token(request.app.state.signer, token, task_instance_id, request.scope)
+
+
+def check_ti_token(
+    signer: TokenSigner, token: str | None, ti_id: uuid.UUID, scope: MutableMapping[str, Any]
+) -> uuid.UUID:
+    """``require_ti_token``'s check, for the route and for the hot path (``rtif_hot_path``):
+    the id, or a 401/403-class error. A token near expiry puts a fresh one in the
+    request's state, for ``RequestContextMiddleware`` to send."""
+    if token is None:
         raise errors.MissingTokenError()
-    signer: TokenSigner = request.app.state.signer
-    claims = signer.decode(credentials.credentials)
+    claims = signer.decode(token)
     try:
         subject = uuid.UUID(str(claims["sub"]))
     except ValueError as exc:
         raise errors.InvalidTokenError("The token's subject is not a task instance id.") from exc
-    if subject != task_instance_id:
+    if subject != ti_id:
         raise errors.TokenSubjectMismatchError()
     if signer.needs_refresh(claims):
-        request.scope.setdefault("state", {})[middleware.REFRESH_STATE_KEY] = signer.mint(
-            task_instance_id
-        )
-    return task_instance_id
+        scope.setdefault("state", {})[middleware.REFRESH_STATE_KEY] = signer.mint(ti_id)
+    return ti_id
 
 
 TaskInstanceIdDep = Annotated[uuid.UUID, Depends(require_ti_token)]

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskexec import __version__, errors, logs
 from taskexec.api import bodies, group_commit, middleware
-from taskexec.api.routes import health, read_api, run_control, task_instances
+from taskexec.api.routes import health, read_api, rtif_hot_path, run_control, task_instances
 from taskexec.config import Settings, get_settings
 from taskexec.db import engine as db_engine
 from taskexec.db import errors as db_errors
@@ -197,6 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(pages.router)
     docs.install(app)
+    if settings.rtif_hot_path:
+        rtif_hot_path.install(app)
 
     app.add_middleware(middleware.BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(

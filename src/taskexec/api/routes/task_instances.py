@@ -3,7 +3,7 @@ Airflow 3's Execution API on the paths it shares."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -24,29 +24,28 @@ router = APIRouter(prefix="/task-instances", tags=["task-instances"], responses=
 
 RTIF_SET_MESSAGE = "Rendered task instance fields successfully set"
 # Encoded once: the hot path skips response-model validation and serialization.
-_RTIF_SET_BODY = orjson.dumps({"message": RTIF_SET_MESSAGE})
+RTIF_SET_BODY = orjson.dumps({"message": RTIF_SET_MESSAGE})
 _FIELD_META = TypeAdapter(dict[str, schemas.FieldMeta])
 # The meta header is outside the body limit; a renderer and a length per field fit in
 # far less than this.
 MAX_FIELD_META_BYTES = 64 * 1024
 
 
-def _require_json_or_none(request: Request) -> None:
-    """A body declared as anything but JSON is refused (415), as FastAPI refuses it for
-    Airflow's endpoint; no Content-Type at all is read as JSON, as FastAPI does."""
-    declared = request.headers.get("content-type")
+def is_json(declared: str | None) -> bool:
+    """Whether a Content-Type is JSON. A body declared as anything else is refused (415),
+    as FastAPI refuses it for Airflow's endpoint; no Content-Type at all is read as
+    JSON, as FastAPI does."""
     if declared is None:
-        return
+        return True
     media = declared.split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise errors.UnsupportedMediaTypeError()
+    return media == "application/json" or media.endswith("+json")
 
 
-def _field_meta(request: Request, fields: Collection[str]) -> dict[str, Any] | None:
+def field_meta(headers: Mapping[str, str], fields: Collection[str]) -> dict[str, Any] | None:
     """The optional ``Taskexec-Rendered-Fields-Meta`` header: a JSON object of field name
     to ``{"renderer": ..., "truncated_at": ...}``. A header rather than a body key keeps
     the body exactly Airflow's; entries for fields not in the body are dropped."""
-    raw = request.headers.get(protocol.FIELD_META_HEADER)
+    raw = headers.get(protocol.FIELD_META_HEADER)
     if raw is None:
         return None
     if len(raw) > MAX_FIELD_META_BYTES:
@@ -95,12 +94,13 @@ async def put_rtif(
     write: RtifWriterDep,
 ) -> Response:
     """Store the rendered template fields of a task instance (one upsert; repeat-safe)."""
-    _require_json_or_none(request)
+    if not is_json(request.headers.get("content-type")):
+        raise errors.UnsupportedMediaTypeError()
     # Masked again here, so a worker that forgot to mask cannot leak a secret into
     # the database.
     body = await bodies.masked_body(await request.body())
-    await write(db, ti_id, body.fields, _field_meta(request, body.names))
-    return Response(_RTIF_SET_BODY, status_code=201, media_type="application/json")
+    await write(db, ti_id, body.fields, field_meta(request.headers, body.names))
+    return Response(RTIF_SET_BODY, status_code=201, media_type="application/json")
 
 
 @router.get(

@@ -1,0 +1,181 @@
+"""PUT /rtif's hot path (``api/routes/rtif_hot_path``) answers exactly as the FastAPI
+route does: the same requests, sent to a server with it and to one without it (on one
+database), get the same status, body and headers, on every backend."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from taskexec.api.routes import rtif_hot_path
+from taskexec.config import Settings
+from taskexec.security import TokenSigner
+from taskexec.server.app import create_app
+from taskexec.wire import protocol
+
+from conftest import run_server
+from helpers import auth, rtif_rows, seed
+
+# Headers whose presence or value must match (the correlation id differs by design).
+_COMPARED = ("content-type", "www-authenticate", "retry-after", "connection")
+_LIMIT = 100_000
+
+
+def _url(ti_id: object) -> str:
+    return f"/execution/task-instances/{ti_id}/rtif"
+
+
+def _seen(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        body = resp.text
+    return {
+        "status": resp.status_code,
+        "body": body,
+        "headers": {h: resp.headers.get(h) for h in _COMPARED},
+        "refreshed": "refreshed-api-token" in resp.headers,
+    }
+
+
+@pytest.fixture
+def both(settings: Settings) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Clients of a server with the hot path and of one without, on one database."""
+    limited = settings.model_copy(update={"max_request_body_bytes": _LIMIT})
+    without = limited.model_copy(update={"rtif_hot_path": False})
+    with (
+        run_server(create_app(limited)) as hot,
+        run_server(create_app(without)) as route,
+        hot.client() as h,
+        route.client() as r,
+    ):
+        yield h, r
+
+
+@pytest.fixture
+def hot_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per request the hot path handled itself (it reads the body)."""
+    handled: list[int] = []
+    read_body = rtif_hot_path._read_body
+
+    async def counting(receive: Any) -> bytes:
+        handled.append(1)
+        return await read_body(receive)
+
+    monkeypatch.setattr(rtif_hot_path, "_read_body", counting)
+    return handled
+
+
+def _chunks(size: int) -> Iterator[bytes]:
+    yield b'{"big": "'
+    yield b"x" * size
+    yield b'"}'
+
+
+def _cases(settings: Settings) -> list[tuple[str, bool, dict[str, Any]]]:
+    """(name, whether the hot path handles it itself, httpx request arguments)."""
+    ti, other = seed(settings, tasks=2).task_instances
+    signer = TokenSigner(settings)
+    token = auth(ti.token)
+    unknown = uuid.uuid4()
+    meta = json.dumps({"a": {"renderer": "bash"}})
+    return [
+        ("stored", True, {"url": _url(ti.id), "json": {"a": 1}, "headers": token}),
+        ("near expiry", True, {"url": _url(ti.id), "json": {"a": 2},
+                               "headers": auth(signer.mint(ti.id, lifetime=20))}),
+        ("charset", True, {"url": _url(ti.id), "content": b'{"a": 3}', "headers": {
+            **token, "content-type": "application/json; charset=utf-8"}}),
+        ("no content type", True, {"url": _url(ti.id), "content": b'{"a": 4}', "headers": token}),
+        ("field meta", True, {"url": _url(ti.id), "json": {"a": 5}, "headers": {
+            **token, protocol.FIELD_META_HEADER: meta}}),
+        ("bad field meta", True, {"url": _url(ti.id), "json": {"a": 6}, "headers": {
+            **token, protocol.FIELD_META_HEADER: "[1]"}}),
+        ("not json", True, {"url": _url(ti.id), "content": b"{nope", "headers": token}),
+        ("a list", True, {"url": _url(ti.id), "json": [1], "headers": token}),
+        ("too deep", True, {"url": _url(ti.id), "headers": token,
+                            "json": json.loads("[" * 40 + "]" * 40)}),
+        ("chunked, too large", True, {"url": _url(ti.id), "headers": token,
+                                      "content": _chunks(2 * _LIMIT)}),
+        ("unknown try", True, {"url": _url(unknown), "json": {},
+                               "headers": auth(signer.mint(unknown))}),
+        ("declared too large", False, {"url": _url(ti.id), "headers": token,
+                                       "content": b"{}" + b" " * _LIMIT}),
+        ("no token", False, {"url": _url(ti.id), "json": {}}),
+        ("basic auth", False, {"url": _url(ti.id), "json": {},
+                               "headers": {"Authorization": "Basic dTpw"}}),
+        ("bad token", False, {"url": _url(ti.id), "json": {}, "headers": auth("x.y.z")}),
+        ("another try's token", False, {"url": _url(ti.id), "json": {},
+                                        "headers": auth(other.token)}),
+        ("expired", False, {"url": _url(ti.id), "json": {},
+                            "headers": auth(signer.mint(ti.id, lifetime=-120))}),
+        ("path not a uuid", False, {"url": _url("nope"), "json": {}, "headers": token}),
+        ("text/plain", False, {"url": _url(ti.id), "content": b"{}", "headers": {
+            **token, "content-type": "text/plain"}}),
+    ]  # fmt: skip
+
+
+def test_the_hot_path_answers_as_the_route_does(
+    both: tuple[httpx.Client, httpx.Client],
+    hot_reads: list[int],
+    settings: Settings,
+    sync_engine: sa.Engine,
+) -> None:
+    hot, route = both
+    cases = _cases(settings)
+    for name, handled, request in cases:
+        before = len(hot_reads)
+        answers = [_seen(c.request("PUT", **_fresh(request))) for c in (hot, route)]
+        assert answers[0] == answers[1], name
+        assert (len(hot_reads) > before) == handled, name
+    # Both servers stored the same last good write.
+    assert [r["rendered_fields"] for r in rtif_rows(sync_engine)] == [{"a": 5}]
+
+
+def _fresh(request: dict[str, Any]) -> dict[str, Any]:
+    # A generator body can be sent once: each server gets a new one.
+    if not isinstance(request.get("content"), (bytes, type(None))):
+        return {**request, "content": _chunks(2 * _LIMIT)}
+    return request
+
+
+def test_ended_and_stale_tries_answer_as_the_route_does(
+    both: tuple[httpx.Client, httpx.Client], hot_reads: list[int], settings: Settings
+) -> None:
+    ended, stale = seed(settings, tasks=2, max_tries=1).task_instances
+    hot = both[0]
+    runner = {"hostname": "w", "pid": 1}
+    for ti, state in ((ended, "success"), (stale, "up_for_retry")):
+        base = f"/execution/task-instances/{ti.id}"
+        assert hot.patch(f"{base}/run", json=runner, headers=auth(ti.token)).status_code == 200
+        assert hot.patch(f"{base}/state", json={"state": state}, headers=auth(ti.token)).is_success
+    for ti, status in ((ended, 409), (stale, 410)):
+        answers = [_seen(c.put(_url(ti.id), json={}, headers=auth(ti.token))) for c in both]
+        assert answers[0] == answers[1]
+        assert answers[0]["status"] == status
+    assert len(hot_reads) == 2
+
+
+def test_overridden_dependencies_send_every_request_to_the_route(
+    settings: Settings, hot_reads: list[int]
+) -> None:
+    """``taskexec race`` swaps the writer through FastAPI's dependency overrides: then
+    the hot path must not write with the production writer behind its back."""
+    from taskexec.api import deps
+
+    written: list[uuid.UUID] = []
+
+    async def writer(db: Any, ti_id: uuid.UUID, fields: Any, meta: Any) -> None:
+        written.append(ti_id)
+
+    app = create_app(settings)
+    app.dependency_overrides[deps.get_rtif_writer] = lambda: writer
+    ti = seed(settings).task_instances[0]
+    with run_server(app) as live, live.client() as c:
+        assert c.put(_url(ti.id), json={"a": 1}, headers=auth(ti.token)).status_code == 201
+    assert written == [ti.id] and hot_reads == []
