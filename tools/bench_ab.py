@@ -1,0 +1,88 @@
+"""Interleaved A/B of `taskexec bench` strategies: prints figures, asserts nothing.
+
+On this kind of machine throughput moves by half from one hour to the next, so a
+comparison of two server designs is only worth the rounds that ran side by side. This
+starts one `taskexec serve` per strategy on one fresh database (the same task instances
+and tokens), then measures them in turn, round after round, with the order reversed on
+every other round, and prints each round and the ratio of the medians:
+
+    python tools/bench_ab.py --db postgresql --strategies batched,route --clients 32
+    python tools/bench_ab.py --db sqlite --mode hot --rounds 5 --seconds 8
+
+Admin URLs as for `taskexec bench` (TASKEXEC_RACE_POSTGRES_URL, TASKEXEC_RACE_MYSQL_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import tempfile
+from pathlib import Path
+
+from taskexec.db import scratch
+from taskexec.race import bench, databases
+from taskexec.security import TokenSigner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="postgresql", choices=databases.BACKENDS)
+    parser.add_argument("--strategies", default="batched,route")
+    parser.add_argument("--mode", default="distinct", choices=bench.MODES)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--payload", default="1KiB", choices=tuple(bench.PAYLOADS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--server-workers", type=int, default=2)
+    args = parser.parse_args()
+    strategies = args.strategies.split(",")
+    admin = databases.admin_url(args.db, None)
+    if admin is None:
+        raise SystemExit(f"no admin URL for {args.db}")
+    config = bench.BenchConfig(
+        databases=[args.db], clients=[args.clients], server_workers=args.server_workers
+    )
+    body = bench.payload_body(bench.PAYLOADS[args.payload])
+    with (
+        tempfile.TemporaryDirectory(prefix="taskexec-ab-") as tmp,
+        scratch.fresh_database(args.db, admin, workdir=Path(tmp)) as url,
+        contextlib.ExitStack() as servers,
+    ):
+        settings = bench._bench_settings(config, url, tmp)
+        # Two servers at once share the database's connections: half the pool each.
+        settings = settings.model_copy(
+            update={"db_pool_size": max(4, settings.db_pool_size // len(strategies) + 2)}
+        )
+        created = asyncio.run(databases.create_task_instances(settings, "ab", config.targets))
+        signer = TokenSigner(settings)
+        targets = [(t.id, signer.mint(t.id, lifetime=4 * 3600)) for t in created.task_instances]
+        ports = {}
+        for name in strategies:
+            served = settings.model_copy(update=bench.STRATEGIES[name])
+            ports[name], _proc = servers.enter_context(bench.serve(served, args.server_workers))
+            bench.measure_api(ports[name], targets, args.mode, body, 8, 1.0)  # warm-up
+        figures: dict[str, list[float]] = {name: [] for name in strategies}
+        print(f"{args.db} {args.mode} {args.payload} {args.clients} clients, {args.seconds:g} s")
+        for round_no in range(args.rounds):
+            order = strategies if round_no % 2 == 0 else strategies[::-1]
+            for name in order:
+                result = bench.measure_api(
+                    ports[name], targets, args.mode, body, args.clients, args.seconds
+                )
+                figures[name].append(result.req_per_s)
+                print(
+                    f"round {round_no + 1} {name:>10}: {result.req_per_s:7.0f} req/s, "
+                    f"p50 {result.percentile_ms(50):6.1f} ms, p99 {result.percentile_ms(99):6.1f}"
+                    f" ms, non-2xx {result.non_2xx}"
+                )
+    medians = {name: statistics.median(v) for name, v in figures.items()}
+    first = strategies[0]
+    for name in strategies:
+        ratio = medians[first] / medians[name] if medians[name] else float("nan")
+        print(f"median {name:>10}: {medians[name]:7.0f} req/s ({first} ÷ {name}: {ratio:.2f})")
+
+
+if __name__ == "__main__":
+    main()
