@@ -20,6 +20,7 @@ import uuid
 
 from fastapi import FastAPI
 from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import TypeAdapter
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
@@ -30,6 +31,7 @@ from taskexec.api import bodies, deps
 from taskexec.api.routes import task_instances
 
 _LENGTH = str(len(task_instances.RTIF_SET_BODY)).encode()
+_PATH_ID = TypeAdapter(uuid.UUID)
 
 
 # Set in a request's scope once the hot path has passed it on to the app's routes.
@@ -55,7 +57,8 @@ class PutRtif:
         write = deps.rtif_writer(app)
         await write(app.state.db, ti_id, body.fields, meta)
         # New messages each time: middleware adds its headers to them.
-        headers = [(b"content-type", b"application/json"), (b"content-length", _LENGTH)]
+        # In the order Starlette's Response sends them (the route's answer).
+        headers = [(b"content-length", _LENGTH), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": task_instances.RTIF_SET_BODY})
 
@@ -73,8 +76,9 @@ def _authorized(scope: Scope) -> uuid.UUID | None:
     """The path's try id when the token and the content type pass, else None (the
     FastAPI route then answers, with its own error)."""
     try:
-        ti_id = uuid.UUID(scope["path_params"]["task_instance_id"])
-    except ValueError:
+        # FastAPI's own parser: uuid.UUID alone accepts forms the route refuses with 422.
+        ti_id = _PATH_ID.validate_python(scope["path_params"]["task_instance_id"])
+    except ValueError:  # pydantic's ValidationError
         return None
     headers = Headers(scope=scope)
     scheme, token = get_authorization_scheme_param(headers.get("authorization"))
@@ -104,5 +108,9 @@ async def _read_body(receive: Receive) -> bytes:
 def install(app: FastAPI) -> None:
     """Put the handler first among the app's routes. The FastAPI route ``put_rtif``
     stays, in the OpenAPI schema, and answers every request the handler passes on."""
+    # The handler stands in for that route: it must serve the same path.
+    route_path = app.url_path_for("put_rtif", task_instance_id="{task_instance_id}")
+    if route_path != PATH:
+        raise RuntimeError(f"put_rtif is served at {route_path}, the hot path at {PATH}")
     route = _HotRoute(PATH, PutRtif(), methods=["PUT"], include_in_schema=False)
     app.router.routes.insert(0, route)
