@@ -138,8 +138,30 @@ def _deadline_app(seconds: float) -> FastAPI:
         await asyncio.sleep(float(request.query_params.get("sleep", "0")))
         return {"bytes": len(body)}
 
+    @app.post("/stubborn")
+    async def stubborn() -> dict[str, str]:
+        # A handler slow to unwind once cancelled (a rollback on a database that hangs),
+        # which then even answers: its answer must not go out after the deadline's.
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3)
+        return {"late": "yes"}
+
     app.add_middleware(middleware.DeadlineMiddleware, seconds=seconds, retry_after=1)
     return app
+
+
+def test_the_deadline_answer_does_not_wait_for_a_handler_slow_to_unwind() -> None:
+    with run_server(_deadline_app(1.0)) as live, live.client() as client:
+        started = time.monotonic()
+        resp = client.post("/stubborn")
+        took = time.monotonic() - started
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["detail"]["reason"] == "deadline_exceeded"
+        assert took < 1 + SLACK, took
+        # The connection still serves the next request.
+        assert client.post("/slow", content=b"ok").json() == {"bytes": 2}
 
 
 def test_the_request_deadline_ends_slow_handlers_and_slow_senders() -> None:
