@@ -4,15 +4,20 @@ a /ui page that fails for another reason is an HTML page too, never JSON or SQL.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from taskexec.config import Settings
+from taskexec.server.app import create_app
 from taskexec.services import dags
 
 from conftest import LiveServer
-from helpers import auth, seed
+from helpers import auth, only, seed
 
 HUGE = "9223372036854775808"
 RUNNER = {"hostname": "worker-1", "pid": 4242}
@@ -95,3 +100,57 @@ def test_a_failing_page_is_an_html_500_without_sql(
     assert resp.status_code == 500 and resp.headers["content-type"].startswith("text/html")
     assert "correlation id" in resp.text and "secret_column" not in resp.text
     assert api.status_code == 500 and api.json()["detail"]["reason"] == "internal_error"
+
+
+@only("sqlite")
+@pytest.mark.parametrize("hot_path", [True, False], ids=["hot-path", "route"])
+def test_a_client_gone_mid_body_is_no_server_error(
+    settings: Settings, hot_path: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker killed while sending its body: logged as what it is, no 500, no traceback."""
+    ti = seed(settings).task_instances[0]
+    app = create_app(settings.model_copy(update={"rtif_hot_path": hot_path}))
+    sent: list[dict[str, Any]] = []
+    incoming = iter(
+        [
+            {"type": "http.request", "body": b'{"a": ', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(incoming)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "path": f"/execution/task-instances/{ti.id}/rtif",
+        "raw_path": b"",
+        "root_path": "",
+        "query_string": b"",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5555),
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"authorization", f"Bearer {ti.token}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+        ],
+    }
+
+    async def go() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(go())
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400]
+    assert b"client_disconnected" in b"".join(m.get("body", b"") for m in sent)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("disconnected before its request body" in r.getMessage() for r in caplog.records)

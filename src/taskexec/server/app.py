@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from taskexec import __version__, errors, logs
 from taskexec.api import bodies, group_commit, middleware
@@ -115,6 +116,15 @@ async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, {"reason": reason, "message": str(exc.detail)}, exc.headers)
 
 
+async def _handle_client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # The client hung up before its whole body arrived (a worker killed mid-request): no
+    # one will read this answer, and nothing on the server failed.
+    cid = middleware.correlation_id(request.scope)
+    log.info("the client disconnected before its request body arrived [correlation_id=%s]", cid)
+    message = "The client disconnected before its request body arrived."
+    return _error(400, {"reason": "client_disconnected", "message": message})
+
+
 async def _handle_db_error(request: Request, exc: Exception) -> JSONResponse:
     # Neither retryable nor bad data (the transaction owner turns those into domain
     # errors): a bug or an outage we do not understand.
@@ -129,6 +139,7 @@ EXCEPTION_HANDLERS = {
     errors.TaskExecError: _handle_domain_error,
     RequestValidationError: _handle_validation_error,
     StarletteHTTPException: _handle_http_error,
+    ClientDisconnect: _handle_client_gone,
     db_errors.DatabaseError: _handle_db_error,
     Exception: _handle_unexpected,
 }
