@@ -48,9 +48,12 @@ def _workers(supervisor: int) -> set[int]:
     for pid in subprocess.run(
         ["pgrep", "-P", str(supervisor)], capture_output=True, text=True, check=False
     ).stdout.split():
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            if b"spawn_main" in cmdline.read():
-                found.add(int(pid))
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"spawn_main" in cmdline.read():
+                    found.add(int(pid))
+        except FileNotFoundError:
+            continue  # gone between pgrep and here (the worker just killed)
     return found
 
 
