@@ -119,6 +119,36 @@ def test_workers_die_with_the_supervisor(settings: Settings) -> None:
     report(f"[serve --workers 2] kill -9 of the supervisor: workers gone in {gone:.2f} s")
 
 
+def _mapped(pid: int, marker: str) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return marker in maps.read()
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+@only("sqlite")
+def test_the_supervisor_keeps_none_of_the_server(settings: Settings) -> None:
+    """``serve`` gets ready with the whole CLI and SQLAlchemy loaded, then becomes the
+    light supervisor (same pid): SQLAlchemy is mapped in each worker, not in it."""
+    with _serve(settings, bench.free_port(), 2) as proc:
+        _wait(lambda: len(_workers(proc.pid)) == 2, 30)
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as cmdline:
+            assert b"taskexec.server.supervisor" in cmdline.read()
+        marker = "/sqlalchemy/"
+        assert not _mapped(proc.pid, marker)
+        workers = sorted(_workers(proc.pid))
+        assert all(_mapped(pid, marker) for pid in workers)
+        sizes = ", ".join(f"{_rss_mib(pid):.0f}" for pid in workers)
+        report(
+            f"[serve --workers 2] RSS: supervisor {_rss_mib(proc.pid):.0f} MiB, "
+            f"workers {sizes} MiB (idle)"
+        )
+
+
 @only("sqlite")
 def test_serve_waits_for_an_unreachable_database(settings: Settings) -> None:
     closed = bench.free_port()

@@ -24,28 +24,16 @@ PID_FILE = "standalone.pid"
 
 
 def _uvicorn_config(settings: Settings, args: argparse.Namespace, app: Any, workers: int) -> Any:
-    import uvicorn
+    from taskexec.server import supervisor
 
-    from taskexec.server import connections
-
-    return uvicorn.Config(
-        app,
-        factory=isinstance(app, str),
+    return supervisor.uvicorn_config(
+        settings,
+        app=app,
         host=args.host,
         port=args.port,
         workers=workers,
-        loop="uvloop",
-        # httptools, with a headers deadline and a connection cap (server.connections).
-        http=connections.configure(
-            header_timeout=settings.http_header_timeout_seconds,
-            max_connections=settings.http_max_connections,
-        ),
-        timeout_keep_alive=settings.http_keep_alive_seconds,
-        access_log=args.access_log,
         log_level=args.log_level,
-        # Logging is set up by taskexec in every process (taskexec.logs), uvicorn's too.
-        log_config=None,
-        timeout_graceful_shutdown=10,
+        access_log=args.access_log,
     )
 
 
@@ -95,17 +83,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     supervisor, this process, which replaces a worker that dies within a second, for
     any worker count; a worker exits when the supervisor does (``server.supervision``).
     With a scheduler beside it on Celery, an unreachable broker stops it at once, as it
-    does ``taskexec scheduler``."""
-    from uvicorn.supervisors import Multiprocess
-
-    from taskexec.server import supervision
+    does ``taskexec scheduler``. Once ready, this process becomes the light supervisor
+    (same pid, ``server.supervisor``): what it loaded to get ready is not kept."""
+    from taskexec.server import supervisor
 
     if settings.scheduler_in_server:
         _check_executor(settings)
     _prepare(settings, args)
-    config = _uvicorn_config(settings, args, "taskexec.server.app:create_server_app", args.workers)
-    supervision.mark_supervisor()
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    logging.shutdown()  # flush every handler before the exec
+    supervisor.become_supervisor(
+        args.host, args.port, args.workers, args.log_level, args.access_log
+    )
 
 
 def _check_executor(settings: Settings) -> None:

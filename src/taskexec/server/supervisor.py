@@ -1,0 +1,111 @@
+"""The ``taskexec serve`` supervisor, light: uvicorn's ``Multiprocess`` over the server
+processes, with none of the server's own modules loaded.
+
+``taskexec serve`` checks the address, waits for the database and creates the signing
+secret (which loads SQLAlchemy, FastAPI and every command of the CLI, about 100 MiB),
+then replaces itself, same pid, with this module (``os.execv``): the supervisor that
+stays for the server's lifetime holds uvicorn and the settings only (about 35 MiB), and
+each worker process imports the app itself (``create_server_app``, a fresh interpreter
+per worker). Settings come from the environment, which the exec keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from taskexec import logs
+from taskexec.config import Settings, get_settings
+from taskexec.server import connections, supervision
+
+APP = "taskexec.server.app:create_server_app"
+
+
+def uvicorn_config(
+    settings: Settings,
+    *,
+    app: Any,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    access_log: bool,
+) -> Any:
+    """uvicorn's configuration of a taskexec server (``app``: an app, or the import
+    string of a factory for worker processes)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        # httptools, with a headers deadline and a connection cap (server.connections).
+        http=connections.configure(
+            header_timeout=settings.http_header_timeout_seconds,
+            max_connections=settings.http_max_connections,
+        ),
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        access_log=access_log,
+        log_level=log_level,
+        # Logging is set up by taskexec in every process (taskexec.logs), uvicorn's too.
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _argv(host: str, port: int, workers: int, log_level: str, access_log: bool) -> list[str]:
+    argv = ["--host", host, "--port", str(port), "--workers", str(workers)]
+    return argv + ["--log-level", log_level] + (["--access-log"] if access_log else [])
+
+
+def become_supervisor(host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
+    """Replace this process (same pid) with the light supervisor; never returns."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", __name__, *_argv(host, port, workers, log_level, access_log)]
+    os.execv(sys.executable, argv)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="taskexec serve (supervisor)")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--log-level", required=True)
+    parser.add_argument("--access-log", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Supervise ``--workers`` server processes until stopped (SIGINT, SIGTERM)."""
+    from uvicorn.supervisors import Multiprocess
+
+    args = _parse(argv)
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    config = uvicorn_config(
+        settings,
+        app=APP,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    try:
+        sock = config.bind_socket()
+    except SystemExit:  # uvicorn logged why (the address was taken since it was checked)
+        return 1
+    supervision.mark_supervisor()
+    Multiprocess(config, sockets=[sock]).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
