@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     db_retry_base_delay_seconds: float = Field(default=0.02, ge=0)
     db_retry_after_seconds: int = Field(default=1, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # SQLite's writers queue on a file lock beside the database, across processes
+    # (``db.sqlite_queue``); off, other processes' writers meet SQLite's busy handler.
+    sqlite_write_queue: bool = True
     # Every wait is bounded. A request gets its answer within this (at worst 503 with
     # Retry-After), kept below the worker SDK's 5 s client timeout; each transaction,
     # with its retries, gets a little less, and the database is told to give up on a

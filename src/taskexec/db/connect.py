@@ -62,7 +62,8 @@ def _json_dumps(value: Any) -> str:
     return jsontree.dumps(value)
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL (None for an in-memory database)."""
     if url.database and url.database != ":memory:":
         return Path(url.database)
     return None
@@ -80,7 +81,7 @@ def _engine_kwargs(url: URL, settings: Settings, *, bounded: bool) -> dict[str, 
     limit = settings.transaction_timeout_seconds
     connect_timeout = max(2, math.ceil(settings.db_connect_timeout_seconds))
     if backend == "sqlite":
-        path = _sqlite_file(url)
+        path = sqlite_file(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         # The Python driver's own timeout must not undercut busy_timeout.

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from taskexec import errors
 from taskexec.config import Settings
-from taskexec.db import connect
+from taskexec.db import connect, sqlite_queue
 from taskexec.db import errors as db_errors
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,15 @@ class Database:
         self._read_engine = engine.execution_options(**{connect.READ_ONLY_OPTION: True})
         # Test hook: awaited inside a write transaction just before it commits.
         self.before_commit: Callable[[str], Awaitable[None]] | None = None
-        # SQLite admits one writer at a time. Queueing this process's writers here,
-        # in FIFO order, is far cheaper than letting them poll SQLite's busy handler
-        # (which sleeps up to 100 ms a turn). Other processes still meet busy_timeout.
-        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        # SQLite admits one writer at a time: its writers queue, in every process of a
+        # server, rather than poll SQLite's busy handler (db.sqlite_queue).
+        self._write_queue = (
+            sqlite_queue.WriteQueue(
+                connect.sqlite_file(engine.url) if settings.sqlite_write_queue else None
+            )
+            if self.dialect == "sqlite"
+            else None
+        )
         # Retries so far, by "<declared name>:<kind>" (e.g. "retention:deadlock"), so
         # that callers, tests and operators can see what the retry loop absorbed.
         # Touched only when retrying, so it costs nothing on the happy path.
@@ -151,8 +156,8 @@ class Database:
     async def _attempts(
         self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        if write and self._write_lock is not None:
-            async with self._write_lock:
+        if write and self._write_queue is not None:
+            async with self._write_queue.turn():
                 return await self._retrying(engine, write, fn, *args, **kwargs)
         return await self._retrying(engine, write, fn, *args, **kwargs)
 
@@ -230,6 +235,8 @@ class Database:
         if self._abandoned:
             await asyncio.wait(set(self._abandoned), timeout=self.deadline)
         await self._engine.dispose()
+        if self._write_queue is not None:
+            self._write_queue.close()
 
 
 @contextlib.asynccontextmanager

@@ -41,6 +41,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "batched": {"rtif_batch_max": 64, "rtif_hot_path": True},
     "unbatched": {"rtif_batch_max": 1, "rtif_hot_path": False},
     "route": {"rtif_batch_max": 64, "rtif_hot_path": False},
+    # SQLite: batched, its processes' writers meeting SQLite's busy handler (no queue).
+    "busy-handler": {"rtif_batch_max": 64, "rtif_hot_path": True, "sqlite_write_queue": False},
 }
 
 
@@ -116,6 +118,7 @@ def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Po
         "TASKEXEC_SCHEDULER_IN_SERVER": "true" if settings.scheduler_in_server else "false",
         "TASKEXEC_RTIF_BATCH_MAX": str(settings.rtif_batch_max),
         "TASKEXEC_RTIF_HOT_PATH": "true" if settings.rtif_hot_path else "false",
+        "TASKEXEC_SQLITE_WRITE_QUEUE": "true" if settings.sqlite_write_queue else "false",
     }
     proc = subprocess.Popen(
         [
