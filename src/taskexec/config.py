@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     # PUT /rtif's ordinary requests skip FastAPI's request machinery (``api/routes/
     # rtif_hot_path``); off sends every one through the FastAPI route (to compare).
     rtif_hot_path: bool = True
+    # Each server process moves what it loaded at start-up out of the garbage
+    # collector's sight (``gc.freeze``): a full collection then scans only what requests
+    # made, not the ~120,000 objects of the modules (about 50 ms, every worker stalled).
+    gc_freeze: bool = True
 
     # --- retention ---------------------------------------------------------------
     # Keep rendered fields for the newest N runs of each dag; 0 or less keeps them all.

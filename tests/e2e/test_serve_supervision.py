@@ -150,6 +150,28 @@ def test_the_supervisor_keeps_none_of_the_server(settings: Settings) -> None:
 
 
 @only("sqlite")
+@pytest.mark.parametrize("freeze", ["true", "false"])
+def test_a_server_process_freezes_its_start_up_objects(settings: Settings, freeze: str) -> None:
+    """A worker's app factory leaves the modules' objects out of the garbage
+    collector's sight (``gc.freeze``), unless TASKEXEC_GC_FREEZE=false."""
+    script = (
+        "import gc\n"
+        "from taskexec.server.app import create_server_app\n"
+        "create_server_app()\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    env = {**serve_env(settings), "TASKEXEC_GC_FREEZE": freeze}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    frozen = int(out.stdout.split()[-1])
+    if freeze == "true":
+        assert frozen > 50_000
+    else:
+        assert frozen == 0
+
+
+@only("sqlite")
 def test_serve_waits_for_an_unreachable_database(settings: Settings) -> None:
     closed = bench.free_port()
     url = f"postgresql+psycopg://postgres@127.0.0.1:{closed}/test"

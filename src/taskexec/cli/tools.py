@@ -18,7 +18,13 @@ RACE_STRATEGIES = ("merge", "merge-retry", "upsert")  # race.strategies.STRATEGI
 VARIANTS = ("first-write", "retry")  # race.command.VARIANTS
 MODES = ("distinct", "hot")  # race.bench.MODES
 PAYLOADS = ("1KiB", "64KiB")  # race.bench.PAYLOADS
-BENCH_STRATEGIES = ("batched", "unbatched", "route", "busy-handler")  # race.bench.STRATEGIES
+BENCH_STRATEGIES = (
+    "batched",
+    "unbatched",
+    "route",
+    "busy-handler",
+    "gc-unfrozen",
+)  # race.bench.STRATEGIES
 RAW_CEILINGS = ("transaction", "autocommit")  # race.raw.KINDS
 
 DB_HELP = (
@@ -226,8 +232,8 @@ def _add_bench_servers(bench: argparse.ArgumentParser) -> None:
         help="how the server stores writes, one server each: batched (group commit behind "
         "the hot path, the default), unbatched (one transaction per write through "
         "FastAPI's route: the earlier design), route (group commit through FastAPI's "
-        "route) and busy-handler (batched, SQLite's writers left to its busy handler "
-        "instead of the write queue)",
+        "route), busy-handler (batched, SQLite's writers left to its busy handler "
+        "instead of the write queue) and gc-unfrozen (batched, without gc.freeze)",
     )
     bench.add_argument(
         "--raw",

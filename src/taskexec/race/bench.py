@@ -43,6 +43,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "route": {"rtif_batch_max": 64, "rtif_hot_path": False},
     # SQLite: batched, its processes' writers meeting SQLite's busy handler (no queue).
     "busy-handler": {"rtif_batch_max": 64, "rtif_hot_path": True, "sqlite_write_queue": False},
+    # Batched, the server's start-up objects left in the garbage collector's sight.
+    "gc-unfrozen": {"rtif_batch_max": 64, "rtif_hot_path": True, "gc_freeze": False},
 }
 
 
@@ -119,6 +121,7 @@ def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Po
         "TASKEXEC_RTIF_BATCH_MAX": str(settings.rtif_batch_max),
         "TASKEXEC_RTIF_HOT_PATH": "true" if settings.rtif_hot_path else "false",
         "TASKEXEC_SQLITE_WRITE_QUEUE": "true" if settings.sqlite_write_queue else "false",
+        "TASKEXEC_GC_FREEZE": "true" if settings.gc_freeze else "false",
     }
     proc = subprocess.Popen(
         [

@@ -8,6 +8,7 @@ response. Errors on the way come back here, to ``EXCEPTION_HANDLERS``.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -158,7 +159,11 @@ def create_server_app() -> FastAPI:
         header_timeout=settings.http_header_timeout_seconds,
         max_connections=settings.http_max_connections,
     )
-    return create_app(settings)
+    app = create_app(settings)
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
