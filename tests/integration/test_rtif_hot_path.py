@@ -209,3 +209,35 @@ def test_overridden_dependencies_send_every_request_to_the_route(
     with run_server(app) as live, live.client() as c:
         assert c.put(_url(ti.id), json={"a": 1}, headers=auth(ti.token)).status_code == 201
     assert written == [ti.id] and hot_reads == []
+
+
+class _Failing:
+    """A body processor that fails as a bug would."""
+
+    async def masked_body(self, raw: bytes) -> Any:
+        raise RuntimeError("a bug")
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_unexpected_error_answers_as_the_route_does(
+    settings: Settings, hot_reads: list[int], sync_engine: sa.Engine
+) -> None:
+    """A 500 from the hot path is the app's outermost one: same status, body (but for
+    the correlation id it quotes) and headers as from the FastAPI route."""
+    apps = [create_app(settings), create_app(settings.model_copy(update={"rtif_hot_path": False}))]
+    for app in apps:
+        app.state.bodies = _Failing()
+    ti = seed(settings).task_instances[0]
+    answers = []
+    with run_server(apps[0]) as hot, run_server(apps[1]) as route:
+        for live in (hot, route):
+            with live.client() as c:
+                resp = c.put(_url(ti.id), json={"a": 1}, headers=auth(ti.token))
+            seen = _seen(resp, rtif_rows(sync_engine))
+            cid = resp.json()["detail"]["correlation_id"]
+            seen["body"] = resp.content.replace(cid.encode(), b"<cid>")
+            answers.append(seen)
+    assert answers[0] == answers[1]
+    assert answers[0]["status"] == 500 and len(hot_reads) == 1

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from taskexec import __version__, errors, logs
 from taskexec.api import bodies, group_commit, middleware
@@ -146,6 +147,20 @@ EXCEPTION_HANDLERS = {
 }
 
 
+class App(FastAPI):
+    """The taskexec app: FastAPI, with ``PUT /rtif``'s ordinary requests served in
+    front of its request machinery (``api/routes/rtif_hot_path``) when that is on."""
+
+    hot_path: rtif_hot_path.Front | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.hot_path
+        if front is not None and front.takes(scope):
+            await front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_server_app() -> FastAPI:
     """The app of one ``taskexec serve`` worker process (``uvicorn --factory``): logging
     is set up here, in each process, not only in the parent that started them."""
@@ -192,7 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.bodies.close()
             await app.state.db.dispose()
 
-    app = FastAPI(
+    app = App(
         title="taskexec",
         version=__version__,
         description="Task Execution API: race-free rendered-fields writes.",
@@ -213,9 +228,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(pages.router)
     docs.install(app)
-    if settings.rtif_hot_path:
-        rtif_hot_path.install(app)
-
     app.add_middleware(middleware.BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(
         middleware.DeadlineMiddleware,
@@ -223,4 +235,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         retry_after=settings.db_retry_after_seconds,
     )
     app.add_middleware(middleware.RequestContextMiddleware)
+    if settings.rtif_hot_path:
+        app.hot_path = rtif_hot_path.Front(app)
     return app

@@ -1,30 +1,35 @@
-"""``PUT /execution/task-instances/{id}/rtif`` without FastAPI's request machinery.
+"""``PUT /execution/task-instances/{id}/rtif`` in front of FastAPI's request machinery.
 
 The hot route of a busy server: every try of every task writes it. Through FastAPI, its
-dependency resolution, request object and response handling cost several times the
-route's own work (docs/benchmarks.md). This plain ASGI handler does the same work in the
-same order with the same functions (the token check, the content-type rule, the body
-processor, the field-meta header, the rendered-fields writer), and nothing else.
+middleware layers, routing, dependency resolution, request object and response handling
+cost several times the route's own work (docs/benchmarks.md). ``Front`` serves it ahead
+of all that: the app's own middleware (correlation id, deadline, body limit), then the
+same work in the same order with the same functions as the route (the token check, the
+content-type rule, the body processor, the field-meta header, the rendered-fields
+writer), errors answered by the app's own exception handlers as Starlette's exception
+layers would (a domain error inside the middleware; anything else as its outermost
+500), and nothing else.
 
-It answers only the ordinary case. A request that fails any check made before the body
-is read (path, token, content type), and any request while a dependency is overridden
-(``taskexec race``, tests), goes on to the FastAPI route untouched: every such answer
-is the route's, byte for byte. Errors after that point
-(413 while reading, 422 from the body, 404/409/410/503 from the write) are raised to the
-app's exception handlers, as the route raises them.
+It takes only the ordinary case. A request that fails any check made before the body
+is read (path, token, content type), any request while a dependency is overridden
+(``taskexec race``, tests) or with FastAPI's telemetry on, goes to the whole app
+untouched: every such answer is the route's, byte for byte.
 """
 
 from __future__ import annotations
 
+import inspect
 import uuid
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import TypeAdapter
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect
-from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskexec import errors
 from taskexec.api import bodies, deps
@@ -34,28 +39,82 @@ _LENGTH = str(len(task_instances.RTIF_SET_BODY)).encode()
 _PATH_ID = TypeAdapter(uuid.UUID)
 
 
-# Set in a request's scope once the hot path has passed it on to the app's routes.
-_PASSED = "taskexec.rtif_hot_path.passed"
 # The path as the app serves it (the route's own prefixes are not known to the route).
 PATH = "/execution/task-instances/{task_instance_id}/rtif"
+_PATH_REGEX = compile_path(PATH)[0]
+# Set in a request's scope by ``Front.takes``: the try id the token was checked for.
+_TI_ID = "taskexec.rtif_hot_path.ti_id"
 
 
-class PutRtif:
-    """The ASGI handler (a class: Starlette calls a function route as request → response)."""
+class Front:
+    """``PUT /rtif``'s ordinary requests, ahead of the app's middleware stack."""
+
+    def __init__(self, app: FastAPI) -> None:
+        # The handler stands in for the route ``put_rtif``: it must serve the same path.
+        route_path = app.url_path_for("put_rtif", task_instance_id="{task_instance_id}")
+        if route_path != PATH:
+            raise RuntimeError(f"put_rtif is served at {route_path}, the hot path at {PATH}")
+        self._app = app
+        self._stack: ASGIApp | None = None
+
+    def takes(self, scope: Scope) -> bool:
+        """Whether this request is one for the front (then its try id is in the scope)."""
+        if scope["type"] != "http" or scope["method"] != "PUT":
+            return False
+        match = _PATH_REGEX.match(scope["path"])
+        if match is None or scope.get("root_path") or self._app.dependency_overrides:
+            return False
+        telemetry = getattr(self._app, "_native_telemetry", None)
+        if telemetry is not None and telemetry.enabled():
+            return False
+        scope["app"] = self._app
+        ti_id = _authorized(scope, match.group("task_instance_id"))
+        if ti_id is None:
+            return False
+        scope[_TI_ID] = ti_id
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app: FastAPI = scope["app"]
-        ti_id = None if app.dependency_overrides else _authorized(scope)
-        if ti_id is None:
-            scope[_PASSED] = True
-            await app.router(scope, receive, send)
+        """Serve a request ``takes`` took; what Starlette's outermost error layer does
+        for an exception no handler answers (500 from the app's handler, re-raised)."""
+        if self._stack is None:
+            # The app's middleware, outermost first, as Starlette stacks it.
+            stack: ASGIApp = self._put
+            for layer in reversed(self._app.user_middleware):
+                stack = layer.cls(stack, *layer.args, **layer.kwargs)
+            self._stack = stack
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._stack(scope, receive, tracking_send)
+        except Exception as exc:
+            handler = self._app.exception_handlers[Exception]
+            response = await _answer(handler, Request(scope), exc)  # it logs the error
+            if not started:
+                await response(scope, receive, send)
+            raise
+
+    async def _put(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        try:
+            raw = await _read_body(receive)
+            processor: bodies.BodyProcessor = app.state.bodies
+            body = await processor.masked_body(raw)
+            meta = task_instances.field_meta(Headers(scope=scope), body.names)
+            write = deps.rtif_writer(app)
+            await write(app.state.db, scope[_TI_ID], body.fields, meta)
+        except Exception as exc:
+            handler = _handler_for(app, exc)
+            if handler is None:
+                raise
+            response = await _answer(handler, Request(scope, receive), exc)
+            await response(scope, receive, send)
             return
-        raw = await _read_body(receive)
-        processor: bodies.BodyProcessor = app.state.bodies
-        body = await processor.masked_body(raw)
-        meta = task_instances.field_meta(Headers(scope=scope), body.names)
-        write = deps.rtif_writer(app)
-        await write(app.state.db, ti_id, body.fields, meta)
         # New messages each time: middleware adds its headers to them.
         # In the order Starlette's Response sends them (the route's answer).
         headers = [(b"content-length", _LENGTH), (b"content-type", b"application/json")]
@@ -63,21 +122,28 @@ class PutRtif:
         await send({"type": "http.response.body", "body": task_instances.RTIF_SET_BODY})
 
 
-class _HotRoute(Route):
-    """Matches as its path and method say, except a request already passed on."""
+def _handler_for(app: FastAPI, exc: Exception) -> Any:
+    """The app's handler for ``exc`` as Starlette's exception layer finds it (by the
+    exception's classes, nearest first; ``Exception`` is the outermost layer's)."""
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in app.exception_handlers:
+            return app.exception_handlers[cls]
+    return None
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get(_PASSED):
-            return Match.NONE, {}
-        return super().matches(scope)
+
+async def _answer(handler: Any, request: Request, exc: Exception) -> Response:
+    response = handler(request, exc)
+    return await response if inspect.isawaitable(response) else response  # type: ignore[no-any-return]
 
 
-def _authorized(scope: Scope) -> uuid.UUID | None:
+def _authorized(scope: Scope, raw_id: str) -> uuid.UUID | None:
     """The path's try id when the token and the content type pass, else None (the
     FastAPI route then answers, with its own error)."""
     try:
         # FastAPI's own parser: uuid.UUID alone accepts forms the route refuses with 422.
-        ti_id = _PATH_ID.validate_python(scope["path_params"]["task_instance_id"])
+        ti_id = _PATH_ID.validate_python(raw_id)
     except ValueError:  # pydantic's ValidationError
         return None
     headers = Headers(scope=scope)
@@ -103,14 +169,3 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def install(app: FastAPI) -> None:
-    """Put the handler first among the app's routes. The FastAPI route ``put_rtif``
-    stays, in the OpenAPI schema, and answers every request the handler passes on."""
-    # The handler stands in for that route: it must serve the same path.
-    route_path = app.url_path_for("put_rtif", task_instance_id="{task_instance_id}")
-    if route_path != PATH:
-        raise RuntimeError(f"put_rtif is served at {route_path}, the hot path at {PATH}")
-    route = _HotRoute(PATH, PutRtif(), methods=["PUT"], include_in_schema=False)
-    app.router.routes.insert(0, route)
