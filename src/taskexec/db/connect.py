@@ -56,7 +56,8 @@ def sync_url(url: str | URL) -> URL:
     return _with_driver(url, _SYNC_DRIVERS)
 
 
-def _json_dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """A JSON column's bind value as its text (a body kept as its JSON text goes as is)."""
     if type(value) is jsontree.SerializedJson:
         return value  # serialized already
     return jsontree.dumps(value)
@@ -74,7 +75,7 @@ def _engine_kwargs(url: URL, settings: Settings, *, bounded: bool) -> dict[str, 
     and lock waits the database itself ends after the transaction timeout (migrations
     and admin commands, on the sync engine, are not bounded so)."""
     kwargs: dict[str, Any] = {
-        "json_serializer": _json_dumps,
+        "json_serializer": json_text,
         "json_deserializer": jsontree.loads,
     }
     backend = backend_of(url)

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from taskexec import errors, schemas
-from taskexec.db import models, types, upsert
+from taskexec.db import connect, models, types, upsert
 from taskexec.services import dag_runs, task_instances
 from taskexec.wire import jsontree, protocol
 from taskexec.wire import schemas as wire_schemas
@@ -123,6 +124,38 @@ def batch_statement(dialect: str, size: int) -> Insert:
     return stmt.execution_options(preserve_rowcount=True)
 
 
+@functools.cache
+def array_batch_statement() -> Insert:
+    """PostgreSQL's batch statement: the single-write upsert joined to ``unnest`` of
+    three arrays (ids, fields, metas as JSON text). One text for every batch size, so
+    the driver converts and prepares it once (the CASE form grows with the batch, past
+    psycopg's statement cache)."""
+    rows = (
+        sa.func.unnest(
+            sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid())),
+            sa.bindparam("rendered_fields", type_=postgresql.ARRAY(sa.Text())),
+            sa.bindparam("field_meta", type_=postgresql.ARRAY(sa.Text())),
+        )
+        .table_valued("id", "rendered_fields", "field_meta")
+        .render_derived(name="w")
+    )
+    select = (
+        sa.select(
+            *models.key_columns(ti),
+            sa.cast(rows.c.rendered_fields, postgresql.JSON()),
+            sa.cast(rows.c.field_meta, postgresql.JSON()),
+            ti.c.try_number,
+            sa.bindparam("updated_at", type_=types.UtcDateTime()),
+        )
+        .select_from(ti.join(rows, ti.c.id == rows.c.id))
+        .where(ti.c.state.in_(_WRITABLE))
+    )
+    stmt = upsert.upsert_from_select(
+        "postgresql", rtif, [*models.TI_KEY, *_WRITTEN], select, key=models.TI_KEY, update=_WRITTEN
+    )
+    return stmt.execution_options(preserve_rowcount=True)
+
+
 async def upsert_rendered_fields_batch(
     conn: AsyncConnection, *, writes: Sequence[Write]
 ) -> list[errors.TaskExecError | None]:
@@ -137,11 +170,19 @@ async def upsert_rendered_fields_batch(
     assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
     now = types.utcnow()
     params: dict[str, Any] = {"updated_at": now}
-    for n, write in enumerate(writes):
-        params[f"id_{n}"] = write.ti_id
-        params[f"rendered_fields_{n}"] = write.fields
-        params[f"field_meta_{n}"] = write.meta
-    result = await conn.execute(batch_statement(conn.dialect.name, len(writes)), params)
+    if conn.dialect.name == "postgresql":
+        stmt = array_batch_statement()
+        params["ids"] = [w.ti_id for w in writes]
+        params["rendered_fields"] = [connect.json_text(w.fields) for w in writes]
+        # None as JSON null, as the JSON column stores it from the other statements.
+        params["field_meta"] = [connect.json_text(w.meta) for w in writes]
+    else:
+        stmt = batch_statement(conn.dialect.name, len(writes))
+        for n, write in enumerate(writes):
+            params[f"id_{n}"] = write.ti_id
+            params[f"rendered_fields_{n}"] = write.fields
+            params[f"field_meta_{n}"] = write.meta
+    result = await conn.execute(stmt, params)
     if result.rowcount == len(writes) and conn.dialect.name != "mysql":
         return [None] * len(writes)
     written = set(
