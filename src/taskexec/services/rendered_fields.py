@@ -99,9 +99,10 @@ class Write:
 
 @functools.lru_cache(maxsize=256)
 def batch_statement(dialect: str, size: int) -> Insert:
-    """The one statement that writes the fields of ``size`` different tries: the
-    single-write upsert with ``ti.id IN (:id_0, ...)`` and each row's fields picked by
-    its id, ``CASE WHEN ti.id = :id_n THEN :fields_n ...``. Built once per size."""
+    """The one statement that writes the fields of ``size`` different tries on SQLite
+    and MySQL/MariaDB (PostgreSQL's is ``array_batch_statement``): the single-write
+    upsert with ``ti.id IN (:id_0, ...)`` and each row's fields picked by its id,
+    ``CASE WHEN ti.id = :id_n THEN :fields_n ...``. Built once per size."""
     ids = [sa.bindparam(f"id_{n}", type_=sa.Uuid()) for n in range(size)]
 
     def picked(column: str) -> sa.ColumnElement[Any]:
