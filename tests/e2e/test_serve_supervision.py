@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -147,6 +148,65 @@ def test_the_supervisor_keeps_none_of_the_server(settings: Settings) -> None:
             f"[serve --workers 2] RSS: supervisor {_rss_mib(proc.pid):.0f} MiB, "
             f"workers {sizes} MiB (idle)"
         )
+
+
+def _console_script() -> str:
+    # The installed command: unlike `python -m`, it does not put the working
+    # directory first on sys.path.
+    return str(Path(sys.executable).with_name("taskexec"))
+
+
+@only("sqlite")
+def test_the_supervisor_imports_nothing_from_the_working_directory(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A module file in the directory `serve` runs in (here one named like a module the
+    supervisor imports) is not imported by the supervisor or its workers."""
+    marker = tmp_path / "imported"
+    (tmp_path / "uvicorn.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    port = bench.free_port()
+    proc = subprocess.Popen(
+        [_console_script(), "serve", "--port", str(port), "--workers", "2"],
+        env=serve_env(settings),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait(lambda: _healthy(port), 60)
+        assert not marker.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+@only("sqlite")
+def test_ctrl_c_right_after_the_exec_stops_the_server_quietly(settings: Settings) -> None:
+    """SIGINT as soon as the process has become the supervisor (its interpreter still
+    starting): held back until the supervisor's handlers are set, then a clean stop."""
+    proc = subprocess.Popen(
+        [_console_script(), "serve", "--port", str(bench.free_port())],
+        env=serve_env(settings),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def became_supervisor() -> bool:
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as cmdline:
+            return b"taskexec.server.supervisor" in cmdline.read()
+
+    try:
+        _wait(became_supervisor, 60)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert "Traceback" not in stderr
+    assert proc.returncode == 0, stderr
 
 
 @only("sqlite")

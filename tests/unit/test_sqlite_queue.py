@@ -135,3 +135,98 @@ def test_an_in_memory_database_queues_within_the_process() -> None:
 
     asyncio.run(main())
     assert order == [0, 0, 1, 1, 2, 2]
+
+
+_HOLDER = (
+    "import asyncio, sys\n"
+    "from pathlib import Path\n"
+    "from taskexec.db.sqlite_queue import WriteQueue\n"
+    "async def main():\n"
+    "    async with WriteQueue(Path(sys.argv[1])).turn():\n"
+    "        print('holding', flush=True)\n"
+    "        await asyncio.sleep(3600)\n"
+    "asyncio.run(main())\n"
+)
+
+
+def _holding(database: Path) -> subprocess.Popen[str]:
+    """Another process that holds the write turn (as a server stuck mid-write would)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(database)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_a_process_that_gave_up_waiting_exits(tmp_path: Path) -> None:
+    """Its thread may still wait for the file lock (the holder is stuck), but the
+    process ends: a command that got its 503 does not hang at exit."""
+    database = tmp_path / "t.db"
+    holder = _holding(database)
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from taskexec.db.sqlite_queue import WriteQueue\n"
+        "queue = WriteQueue(Path(sys.argv[1]))\n"
+        "async def main():\n"
+        "    try:\n"
+        "        async with asyncio.timeout(0.2):\n"
+        "            async with queue.turn():\n"
+        "                raise SystemExit('got a turn while another process held it')\n"
+        "    except TimeoutError:\n"
+        "        print('gave up', flush=True)\n"
+        "asyncio.run(main())\n"
+        "queue.close()\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(database)],
+            capture_output=True,
+            text=True,
+            timeout=60,  # the holder holds for an hour: only a hang reaches this
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "gave up"
+    finally:
+        _stop(holder)
+
+
+def test_a_turn_given_up_in_a_closed_event_loop_is_not_kept(tmp_path: Path) -> None:
+    """A wait given up on in one event loop that then closed: when the file lock comes
+    to it, it is given back, and the queue serves the next loop and other processes."""
+    database = tmp_path / "t.db"
+    queue, other = WriteQueue(database), WriteQueue(database)
+    holder = _holding(database)
+
+    async def give_up() -> None:
+        try:
+            async with asyncio.timeout(0.2):
+                async with queue.turn():
+                    raise AssertionError("got a turn while another process held it")
+        except TimeoutError:
+            pass
+
+    try:
+        asyncio.run(give_up())
+    finally:
+        _stop(holder)
+
+    async def turns() -> None:
+        async with asyncio.timeout(5):
+            async with other.turn():
+                pass
+            async with queue.turn():
+                pass
+
+    asyncio.run(turns())
+    queue.close()
+    other.close()

@@ -139,7 +139,7 @@ def cmd_standalone(args: argparse.Namespace, settings: Settings) -> None:
     if args.stop:
         _stop_standalone(settings)
         return
-    from taskexec.server.app import create_app
+    from taskexec.server.app import create_app, freeze_start_up
 
     here = settings.model_copy(update={"scheduler_in_server": True, "executor": "local"})
     workers = here.local_workers or os.cpu_count() or 1
@@ -153,7 +153,9 @@ def cmd_standalone(args: argparse.Namespace, settings: Settings) -> None:
     here.data_dir.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(os.getpid()))
     try:
-        _uvicorn(here, args, create_app(here))
+        app = create_app(here)
+        freeze_start_up(here)
+        _uvicorn(here, args, app)
     finally:
         pid_file.unlink(missing_ok=True)
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
+import queue
+import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -38,70 +40,95 @@ class WriteQueue:
     def __init__(self, database: Path | None) -> None:
         self._lock = asyncio.Lock()
         self._fd: int | None = None
-        self._waiter: ThreadPoolExecutor | None = None
+        # Turns asked of the waiting thread (started on the first wait): the loop and
+        # the future to settle; None stops it.
+        self._asked: queue.SimpleQueue[_Ask | None] = queue.SimpleQueue()
+        self._waiter: threading.Thread | None = None
         if database is None:  # an in-memory database: one process only
             return
         try:
             self._fd = os.open(lock_file(database), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             log.warning("no write queue across processes (%s): SQLite's busy handler only", exc)
-            return
-        self._waiter = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write-queue")
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """Hold the database's write turn for the block."""
         await self._lock.acquire()
-        if self._waiter is not None and self._take_now():
-            held = True
-        elif self._waiter is not None:
-            taken = asyncio.get_running_loop().run_in_executor(self._waiter, self._take)
-            try:
-                held = await asyncio.shield(taken)
-            except asyncio.CancelledError:
-                # The file lock may still come: this process keeps its turn until it
-                # does, then gives both back (never two holders in one process).
-                taken.add_done_callback(self._give_back_when_taken)
-                raise
-        else:
-            held = False
+        held = False
+        if self._fd is not None:
+            # Given up on (cancelled), the wait keeps this process's turn until the file
+            # lock comes, then gives both back: never two holders in one process.
+            held = self._take_now() or await self._wait_for_file()
         try:
             yield
         finally:
             self._give_back(held)
 
     def close(self) -> None:
-        """Release the file (the queue is not used after this)."""
-        if self._waiter is not None:
-            self._waiter.shutdown(wait=False)
-            self._waiter = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Release the file (the queue is not used after this). A thread still waiting
+        for the file lock is a daemon: it never holds up the process's exit."""
+        self._asked.put(None)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _take_now(self) -> bool:
         """The file lock if it is free (no thread hop when nobody else writes)."""
-        assert self._fd is not None
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
+        return self._flock(fcntl.LOCK_EX | fcntl.LOCK_NB, quiet=True)
 
-    def _take(self) -> bool:
-        assert self._fd is not None
+    async def _wait_for_file(self) -> bool:
+        loop = asyncio.get_running_loop()
+        taken: asyncio.Future[bool] = loop.create_future()
+        if self._waiter is None:
+            self._waiter = threading.Thread(
+                target=self._wait, name="sqlite-write-queue", daemon=True
+            )
+            self._waiter.start()
+        self._asked.put(_Ask(loop, taken))
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            return await asyncio.shield(taken)
+        except asyncio.CancelledError:
+            taken.add_done_callback(self._give_back_when_taken)
+            raise
+
+    def _wait(self) -> None:
+        """The waiting thread: takes the file lock for each turn asked, in order."""
+        while (ask := self._asked.get()) is not None:
+            held = self._flock(fcntl.LOCK_EX, quiet=False)
+            try:
+                ask.loop.call_soon_threadsafe(_settle, ask.taken, held)
+            except RuntimeError:  # that event loop is closed: nobody takes this turn
+                if held:
+                    self._flock(fcntl.LOCK_UN, quiet=True)
+                self._lock = asyncio.Lock()  # nor will its loop release this one
+
+    def _flock(self, operation: int, *, quiet: bool) -> bool:
+        fd = self._fd
+        if fd is None:
+            return False
+        try:
+            fcntl.flock(fd, operation)
         except OSError as exc:
-            log.warning("the write queue's file lock failed (%s): SQLite's busy handler", exc)
+            if not quiet:
+                log.warning("the write queue's file lock failed (%s): SQLite's busy handler", exc)
             return False
         return True
 
     def _give_back(self, held: bool) -> None:
-        if held and self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if held:
+            self._flock(fcntl.LOCK_UN, quiet=True)
         self._lock.release()
 
     def _give_back_when_taken(self, taken: asyncio.Future[bool]) -> None:
-        held = not taken.cancelled() and taken.exception() is None and taken.result()
-        self._give_back(held)
+        self._give_back(not taken.cancelled() and taken.result())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ask:
+    loop: asyncio.AbstractEventLoop
+    taken: asyncio.Future[bool]
+
+
+def _settle(taken: asyncio.Future[bool], held: bool) -> None:
+    taken.set_result(held)

@@ -175,10 +175,16 @@ def create_server_app() -> FastAPI:
         max_connections=settings.http_max_connections,
     )
     app = create_app(settings)
+    freeze_start_up(settings)
+    return app
+
+
+def freeze_start_up(settings: Settings) -> None:
+    """Hide what the process loaded at start-up from the garbage collector
+    (``TASKEXEC_GC_FREEZE``): a full collection then scans only what requests made."""
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()
-    return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

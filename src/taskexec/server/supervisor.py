@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -64,12 +66,25 @@ def _argv(host: str, port: int, workers: int, log_level: str, access_log: bool) 
     return argv + ["--log-level", log_level] + (["--access-log"] if access_log else [])
 
 
+# Held back from the exec until the supervisor's own handlers are in place: a Ctrl-C
+# while the new interpreter is still importing would end it with a traceback.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def become_supervisor(host: str, port: int, workers: int, log_level: str, access_log: bool) -> None:
     """Replace this process (same pid) with the light supervisor; never returns."""
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [sys.executable, "-m", __name__, *_argv(host, port, workers, log_level, access_log)]
-    os.execv(sys.executable, argv)
+    # The interpreter's own options (-X, -W, ...) as multiprocessing passes them on;
+    # -P: not the working directory first on sys.path (where `python -m` would put it).
+    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    module = [sys.executable, *flags, "-P", "-m", __name__]
+    argv = [*module, *_argv(host, port, workers, log_level, access_log)]
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # kept across exec
+    try:
+        os.execv(sys.executable, argv)
+    finally:  # only if the exec failed
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -103,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit:  # uvicorn logged why (the address was taken since it was checked)
         return 1
     supervision.mark_supervisor()
-    Multiprocess(config, sockets=[sock]).run()
+    supervisor = Multiprocess(config, sockets=[sock])  # its signal handlers are set here
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    supervisor.run()
     return 0
 
 
