@@ -17,6 +17,35 @@ from pathlib import Path
 from taskexec.db import sqlite_queue
 from taskexec.db.sqlite_queue import WriteQueue
 
+_HOLDER = (
+    "import asyncio, sys\n"
+    "from pathlib import Path\n"
+    "from taskexec.db.sqlite_queue import WriteQueue\n"
+    "async def main():\n"
+    "    async with WriteQueue(Path(sys.argv[1])).turn():\n"
+    "        print('holding', flush=True)\n"
+    "        await asyncio.sleep(3600)\n"
+    "asyncio.run(main())\n"
+)
+
+
+def _holding(database: Path) -> subprocess.Popen[str]:
+    """Another process that holds the write turn (as a server stuck mid-write would)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(database)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
 
 def test_writers_of_two_queues_take_turns(tmp_path: Path) -> None:
     database = tmp_path / "t.db"
@@ -79,44 +108,26 @@ def test_a_waiter_that_gives_up_leaves_the_queue_free(tmp_path: Path) -> None:
 
 def test_a_killed_holder_lets_the_others_in(tmp_path: Path) -> None:
     database = tmp_path / "t.db"
-    script = (
-        "import asyncio, sys\n"
-        "from pathlib import Path\n"
-        "from taskexec.db.sqlite_queue import WriteQueue\n"
-        "async def main():\n"
-        "    async with WriteQueue(Path(sys.argv[1])).turn():\n"
-        "        print('holding', flush=True)\n"
-        "        await asyncio.sleep(3600)\n"
-        "asyncio.run(main())\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(database)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "holding"
-        queue = WriteQueue(database)
+    holder = _holding(database)
+    queue = WriteQueue(database)
 
-        async def main() -> None:
-            try:
-                async with asyncio.timeout(0.3):
-                    async with queue.turn():
-                        raise AssertionError("got a turn while another process held it")
-            except TimeoutError:
-                pass
-            os.kill(proc.pid, signal.SIGKILL)
-            async with asyncio.timeout(5):
+    async def main() -> None:
+        try:
+            async with asyncio.timeout(0.3):
                 async with queue.turn():
-                    pass
+                    raise AssertionError("got a turn while another process held it")
+        except TimeoutError:
+            pass
+        os.kill(holder.pid, signal.SIGKILL)
+        async with asyncio.timeout(5):
+            async with queue.turn():
+                pass
 
+    try:
         asyncio.run(main())
-        queue.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _stop(holder)
+    queue.close()
     assert sqlite_queue.lock_file(database).exists()
 
 
@@ -135,36 +146,6 @@ def test_an_in_memory_database_queues_within_the_process() -> None:
 
     asyncio.run(main())
     assert order == [0, 0, 1, 1, 2, 2]
-
-
-_HOLDER = (
-    "import asyncio, sys\n"
-    "from pathlib import Path\n"
-    "from taskexec.db.sqlite_queue import WriteQueue\n"
-    "async def main():\n"
-    "    async with WriteQueue(Path(sys.argv[1])).turn():\n"
-    "        print('holding', flush=True)\n"
-    "        await asyncio.sleep(3600)\n"
-    "asyncio.run(main())\n"
-)
-
-
-def _holding(database: Path) -> subprocess.Popen[str]:
-    """Another process that holds the write turn (as a server stuck mid-write would)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(database)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "holding"
-    return proc
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def test_a_process_that_gave_up_waiting_exits(tmp_path: Path) -> None:
