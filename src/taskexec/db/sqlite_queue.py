@@ -35,7 +35,8 @@ def lock_file(database: Path) -> Path:
 
 
 class WriteQueue:
-    """Writers of one SQLite database, one at a time, in order of arrival."""
+    """Writers of one SQLite database, one at a time, in order of arrival. Like the
+    ``asyncio.Lock`` inside it, a queue serves one event loop."""
 
     def __init__(self, database: Path | None) -> None:
         self._lock = asyncio.Lock()
@@ -98,10 +99,10 @@ class WriteQueue:
             held = self._flock(fcntl.LOCK_EX, quiet=False)
             try:
                 ask.loop.call_soon_threadsafe(_settle, ask.taken, held)
-            except RuntimeError:  # that event loop is closed: nobody takes this turn
+            except RuntimeError:  # that event loop is closed: nobody takes this turn,
+                # and the other processes must not wait for it.
                 if held:
                     self._flock(fcntl.LOCK_UN, quiet=True)
-                self._lock = asyncio.Lock()  # nor will its loop release this one
 
     def _flock(self, operation: int, *, quiet: bool) -> bool:
         fd = self._fd
