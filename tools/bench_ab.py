@@ -9,6 +9,10 @@ every other round, and prints each round and the ratio of the medians:
     python tools/bench_ab.py --db postgresql --strategies batched,route --clients 32
     python tools/bench_ab.py --db sqlite --mode hot --rounds 5 --seconds 8
 
+``--before DIR`` adds a server running the code of another checkout (say
+``git worktree add /tmp/before HEAD~1``), served with ``batched`` settings from
+``DIR/src``, as the strategy ``before``: the code before a change against the code now.
+
 Admin URLs as for `taskexec bench` (TASKEXEC_RACE_POSTGRES_URL, TASKEXEC_RACE_MYSQL_URL).
 """
 
@@ -17,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from taskexec.db import scratch
@@ -36,8 +42,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--server-workers", type=int, default=2)
+    parser.add_argument("--before", type=Path, help="a checkout of earlier code to compare")
     args = parser.parse_args()
-    strategies = args.strategies.split(",")
+    strategies = args.strategies.split(",") + (["before"] if args.before else [])
     admin = databases.admin_url(args.db, None)
     if admin is None:
         raise SystemExit(f"no admin URL for {args.db}")
@@ -60,8 +67,11 @@ def main() -> None:
         targets = [(t.id, signer.mint(t.id, lifetime=4 * 3600)) for t in created.task_instances]
         ports = {}
         for name in strategies:
-            served = settings.model_copy(update=bench.STRATEGIES[name])
-            ports[name], _proc = servers.enter_context(bench.serve(served, args.server_workers))
+            served = settings.model_copy(
+                update=bench.STRATEGIES.get(name, bench.STRATEGIES["batched"])
+            )
+            with _code_from(args.before / "src" if name == "before" else None):
+                ports[name], _proc = servers.enter_context(bench.serve(served, args.server_workers))
             bench.measure_api(ports[name], targets, args.mode, body, 8, 1.0)  # warm-up
         figures: dict[str, list[float]] = {name: [] for name in strategies}
         print(f"{args.db} {args.mode} {args.payload} {args.clients} clients, {args.seconds:g} s")
@@ -82,6 +92,21 @@ def main() -> None:
     for name in strategies:
         ratio = medians[first] / medians[name] if medians[name] else float("nan")
         print(f"median {name:>10}: {medians[name]:7.0f} req/s ({first} ÷ {name}: {ratio:.2f})")
+
+
+@contextlib.contextmanager
+def _code_from(src: Path | None) -> Iterator[None]:
+    """Servers started in the block import taskexec from ``src`` (None: this code)."""
+    saved = os.environ.get("PYTHONPATH")
+    if src is not None:
+        os.environ["PYTHONPATH"] = str(src.resolve())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 if __name__ == "__main__":
