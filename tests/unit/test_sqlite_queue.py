@@ -47,6 +47,16 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
+async def _gives_up(queue: WriteQueue, seconds: float) -> None:
+    """Wait for a turn that another holder keeps, and give up after ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            async with queue.turn():
+                raise AssertionError("got a turn while another held it")
+    except TimeoutError:
+        pass
+
+
 def test_writers_of_two_queues_take_turns(tmp_path: Path) -> None:
     database = tmp_path / "t.db"
     first, second = WriteQueue(database), WriteQueue(database)
@@ -85,12 +95,7 @@ def test_a_waiter_that_gives_up_leaves_the_queue_free(tmp_path: Path) -> None:
         held = asyncio.create_task(hold())
         await asyncio.sleep(0.05)
         # Gives up while its thread waits for the file lock.
-        try:
-            async with asyncio.timeout(0.1):
-                async with waiter.turn():
-                    raise AssertionError("got a turn while another held it")
-        except TimeoutError:
-            pass
+        await _gives_up(waiter, 0.1)
         release.set()
         await held
         # The thread of the one that gave up got the lock later, and gave it back:
@@ -112,12 +117,7 @@ def test_a_killed_holder_lets_the_others_in(tmp_path: Path) -> None:
     queue = WriteQueue(database)
 
     async def main() -> None:
-        try:
-            async with asyncio.timeout(0.3):
-                async with queue.turn():
-                    raise AssertionError("got a turn while another process held it")
-        except TimeoutError:
-            pass
+        await _gives_up(queue, 0.3)
         os.kill(holder.pid, signal.SIGKILL)
         async with asyncio.timeout(5):
             async with queue.turn():
@@ -190,16 +190,8 @@ def test_a_turn_given_up_in_a_closed_event_loop_does_not_hold_other_processes(
     queue, other = WriteQueue(database), WriteQueue(database)
     holder = _holding(database)
 
-    async def give_up() -> None:
-        try:
-            async with asyncio.timeout(0.2):
-                async with queue.turn():
-                    raise AssertionError("got a turn while another process held it")
-        except TimeoutError:
-            pass
-
     try:
-        asyncio.run(give_up())
+        asyncio.run(_gives_up(queue, 0.2))
     finally:
         _stop(holder)
 
