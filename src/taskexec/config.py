@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     db_retry_base_delay_seconds: float = Field(default=0.02, ge=0)
     db_retry_after_seconds: int = Field(default=1, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # On PostgreSQL, a write that is one statement (``db.engine.one_statement``: the
+    # rendered-fields upserts) runs in autocommit, its own transaction: one round trip
+    # instead of BEGIN, the statement and COMMIT. Off, it runs in a transaction.
+    db_one_statement_autocommit: bool = True
     # SQLite's writers queue on a file lock beside the database, across processes
     # (``db.sqlite_queue``); off, other processes' writers meet SQLite's busy handler.
     sqlite_write_queue: bool = True

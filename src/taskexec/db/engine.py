@@ -50,6 +50,19 @@ def retry_name(name: str) -> Callable[[F], F]:
     return declare
 
 
+_ONE_STATEMENT = "__taskexec_one_statement__"
+
+
+def one_statement(fn: F) -> F:
+    """Declare that a service function writes with one statement, and that whatever
+    else it runs is a read that needs no transaction with that statement (why nothing
+    was written, say). Where a statement on its own is a transaction, committed before
+    its answer (PostgreSQL in autocommit), ``Database.write`` runs such a function
+    without BEGIN and COMMIT: one round trip instead of three, the same atomic write."""
+    setattr(fn, _ONE_STATEMENT, True)
+    return fn
+
+
 def _name_of(fn: Callable[..., Any]) -> str:
     return str(getattr(fn, _RETRY_NAME, None) or getattr(fn, "__name__", "?"))
 
@@ -70,7 +83,14 @@ class Database:
         self._engine = engine
         self.settings = settings
         self._read_engine = engine.execution_options(**{connect.READ_ONLY_OPTION: True})
-        # Test hook: awaited inside a write transaction just before it commits.
+        # Where ``one_statement`` writes run: each statement commits on its own.
+        self._autocommit_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql" and settings.db_one_statement_autocommit
+            else None
+        )
+        # Test hook: awaited inside a write transaction just before it commits (before
+        # the statement of a write in autocommit, whose statement is its commit).
         self.before_commit: Callable[[str], Awaitable[None]] | None = None
         # SQLite admits one writer at a time: its writers queue, in every process of a
         # server, rather than poll SQLite's busy handler (db.sqlite_queue).
@@ -168,10 +188,19 @@ class Database:
         name = _name_of(fn)
         for attempt in range(1, attempts + 1):
             try:
+                if (
+                    write
+                    and self._autocommit_engine is not None
+                    and getattr(fn, _ONE_STATEMENT, False)
+                ):
+                    async with self._autocommit_engine.connect() as conn:
+                        # The statement is its transaction's commit: the hook goes first.
+                        await self._before_commit(fn)
+                        return await fn(conn, *args, **kwargs)
                 async with engine.begin() as conn:
                     result = await fn(conn, *args, **kwargs)
-                    if write and self.before_commit is not None:
-                        await self.before_commit(getattr(fn, "__name__", "write"))
+                    if write:
+                        await self._before_commit(fn)
                 return result
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
                 kind = db_errors.classify(exc)
@@ -197,6 +226,10 @@ class Database:
                 )
                 await asyncio.sleep(random.uniform(0, delay) + delay / 2)
         raise AssertionError("unreachable")
+
+    async def _before_commit(self, fn: Callable[..., Any]) -> None:
+        if self.before_commit is not None:
+            await self.before_commit(getattr(fn, "__name__", "write"))
 
     @contextlib.asynccontextmanager
     async def try_lock(self, name: str) -> AsyncIterator[bool]:

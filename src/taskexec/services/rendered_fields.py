@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from taskexec import errors, schemas
-from taskexec.db import connect, models, types, upsert
+from taskexec.db import connect, engine, models, types, upsert
 from taskexec.services import dag_runs, task_instances
 from taskexec.wire import jsontree, protocol
 from taskexec.wire import schemas as wire_schemas
@@ -66,6 +66,7 @@ def upsert_statement(dialect: str) -> Insert:
     )
 
 
+@engine.one_statement
 async def upsert_rendered_fields(
     conn: AsyncConnection,
     *,
@@ -154,9 +155,11 @@ def array_batch_statement() -> Insert:
     stmt = upsert.upsert_from_select(
         "postgresql", rtif, [*models.TI_KEY, *_WRITTEN], select, key=models.TI_KEY, update=_WRITTEN
     )
-    return stmt.execution_options(preserve_rowcount=True)
+    # The keys it wrote: which writes were stored when not all were.
+    return stmt.returning(*models.key_columns(rtif)).execution_options(preserve_rowcount=True)
 
 
+@engine.one_statement
 async def upsert_rendered_fields_batch(
     conn: AsyncConnection, *, writes: Sequence[Write]
 ) -> list[errors.TaskExecError | None]:
@@ -165,15 +168,18 @@ async def upsert_rendered_fields_batch(
 
     The statement's row count says when every write was stored, the usual case. When it
     does not (a try that has ended, an earlier try's id, or MySQL, whose count of an
-    update is 2), a read in the same transaction finds the rows this statement wrote,
-    by their ``updated_at``; those rows are locked by it until the commit.
+    update is 2), the stored writes are found: on PostgreSQL from the keys the statement
+    returned (it may be its own transaction, ``engine.one_statement``); elsewhere by a
+    read in the same transaction of the rows it wrote, by their ``updated_at`` (locked
+    by it until the commit). Why the others were not stored is read afterwards.
     """
     assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
     now = types.utcnow()
     params: dict[str, Any] = {"updated_at": now}
+    ids = [w.ti_id for w in writes]
     if conn.dialect.name == "postgresql":
         stmt = array_batch_statement()
-        params["ids"] = [w.ti_id for w in writes]
+        params["ids"] = ids
         params["rendered_fields"] = [connect.json_text(w.fields) for w in writes]
         # None as JSON null, as the JSON column stores it from the other statements.
         params["field_meta"] = [connect.json_text(w.meta) for w in writes]
@@ -186,13 +192,22 @@ async def upsert_rendered_fields_batch(
     result = await conn.execute(stmt, params)
     if result.rowcount == len(writes) and conn.dialect.name != "mysql":
         return [None] * len(writes)
-    written = set(
-        await conn.scalars(
-            sa.select(ti.c.id)
-            .join(rtif, models.same_task_instance(rtif, ti))
-            .where(ti.c.id.in_([w.ti_id for w in writes]), rtif.c.updated_at == now)
+    if conn.dialect.name == "postgresql":
+        # The key of a try's id never changes: read after the statement, it is the key
+        # the statement joined on.
+        stored_keys = {tuple(row) for row in result}
+        keys = await conn.execute(
+            sa.select(ti.c.id, *models.key_columns(ti)).where(ti.c.id.in_(ids))
         )
-    )
+        written = {row.id for row in keys if tuple(row[1:]) in stored_keys}
+    else:
+        written = set(
+            await conn.scalars(
+                sa.select(ti.c.id)
+                .join(rtif, models.same_task_instance(rtif, ti))
+                .where(ti.c.id.in_(ids), rtif.c.updated_at == now)
+            )
+        )
     outcomes: list[errors.TaskExecError | None] = []
     for write in writes:
         if write.ti_id in written:
