@@ -128,28 +128,29 @@ def batch_statement(dialect: str, size: int) -> Insert:
 
 @functools.cache
 def array_batch_statement() -> Insert:
-    """PostgreSQL's batch statement: the single-write upsert joined to ``unnest`` of
-    three arrays (ids, fields, metas as JSON text). One text for every batch size, so
-    the driver converts and prepares it once (the CASE form grows with the batch, past
-    psycopg's statement cache)."""
+    """PostgreSQL's batch statement: the single-write upsert joined to the elements of
+    one JSON array, ``[[id, fields, meta], ...]`` (``json_array_elements``). One text
+    for every batch size, so the driver prepares it once (the CASE form grows with the
+    batch, past psycopg's statement cache), and one text parameter, which the driver
+    passes as it is (arrays of text it escapes value by value, in Python). ``->`` on
+    ``json`` keeps each value's text as sent, and JSON null as JSON null."""
     rows = (
-        sa.func.unnest(
-            sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid())),
-            sa.bindparam("rendered_fields", type_=postgresql.ARRAY(sa.Text())),
-            sa.bindparam("field_meta", type_=postgresql.ARRAY(sa.Text())),
+        sa.func.json_array_elements(
+            sa.cast(sa.bindparam("rows", type_=sa.Text()), postgresql.JSON())
         )
-        .table_valued("id", "rendered_fields", "field_meta")
+        .table_valued(sa.column("value", postgresql.JSON()))
         .render_derived(name="w")
     )
+    written = rows.c.value
     select = (
         sa.select(
             *models.key_columns(ti),
-            sa.cast(rows.c.rendered_fields, postgresql.JSON()),
-            sa.cast(rows.c.field_meta, postgresql.JSON()),
+            written[1],
+            written[2],
             ti.c.try_number,
             sa.bindparam("updated_at", type_=types.UtcDateTime()),
         )
-        .select_from(ti.join(rows, ti.c.id == rows.c.id))
+        .select_from(ti.join(rows, ti.c.id == sa.cast(written[0].astext, sa.Uuid())))
         .where(ti.c.state.in_(_WRITABLE))
     )
     stmt = upsert.upsert_from_select(
@@ -157,6 +158,15 @@ def array_batch_statement() -> Insert:
     )
     # The keys it wrote: which writes were stored when not all were.
     return stmt.returning(*models.key_columns(rtif)).execution_options(preserve_rowcount=True)
+
+
+def _json_rows(writes: Sequence[Write]) -> str:
+    """``[[id, fields, meta], ...]``, each value's JSON text as the single write sends
+    it (``connect.json_text``), put together as it is (a UUID's text needs no escape)."""
+    rows = (
+        f'["{w.ti_id}",{connect.json_text(w.fields)},{connect.json_text(w.meta)}]' for w in writes
+    )
+    return f"[{','.join(rows)}]"
 
 
 @engine.one_statement
@@ -179,10 +189,8 @@ async def upsert_rendered_fields_batch(
     ids = [w.ti_id for w in writes]
     if conn.dialect.name == "postgresql":
         stmt = array_batch_statement()
-        params["ids"] = ids
-        params["rendered_fields"] = [connect.json_text(w.fields) for w in writes]
         # None as JSON null, as the JSON column stores it from the other statements.
-        params["field_meta"] = [connect.json_text(w.meta) for w in writes]
+        params["rows"] = _json_rows(writes)
     else:
         stmt = batch_statement(conn.dialect.name, len(writes))
         for n, write in enumerate(writes):
