@@ -65,33 +65,92 @@ def main() -> None:
         created = asyncio.run(databases.create_task_instances(settings, "ab", config.targets))
         signer = TokenSigner(settings)
         targets = [(t.id, signer.mint(t.id, lifetime=4 * 3600)) for t in created.task_instances]
-        ports = {}
+        ports, pids = {}, {}
         for name in strategies:
             served = settings.model_copy(
                 update=bench.STRATEGIES.get(name, bench.STRATEGIES["batched"])
             )
             with _code_from(args.before / "src" if name == "before" else None):
-                ports[name], _proc = servers.enter_context(bench.serve(served, args.server_workers))
+                ports[name], proc = servers.enter_context(bench.serve(served, args.server_workers))
+            pids[name] = proc.pid
             bench.measure_api(ports[name], targets, args.mode, body, 8, 1.0)  # warm-up
         figures: dict[str, list[float]] = {name: [] for name in strategies}
+        cpu_figures: dict[str, list[float]] = {name: [] for name in strategies}
         print(f"{args.db} {args.mode} {args.payload} {args.clients} clients, {args.seconds:g} s")
         for round_no in range(args.rounds):
             order = strategies if round_no % 2 == 0 else strategies[::-1]
             for name in order:
+                server, database = _server_pids(pids[name]), _database_pids()
+                before = _cpu_seconds(server + database)
                 result = bench.measure_api(
                     ports[name], targets, args.mode, body, args.clients, args.seconds
                 )
+                after = _cpu_seconds(server + database)
+                used = {pid: after[pid] - before[pid] for pid in before if pid in after}
+                server_us = 1e6 * sum(used.get(p, 0.0) for p in server) / max(1, result.requests)
+                database_us = (
+                    1e6 * sum(used.get(p, 0.0) for p in database) / max(1, result.requests)
+                )
+                # Each worker's share of the workers' CPU: how evenly the load was spread.
+                workers = [used.get(p, 0.0) for p in server[1:]]
+                shares = "/".join(f"{100 * w / (sum(workers) or 1):.0f}" for w in workers)
                 figures[name].append(result.req_per_s)
+                cpu_figures[name].append(server_us)
                 print(
                     f"round {round_no + 1} {name:>10}: {result.req_per_s:7.0f} req/s, "
                     f"p50 {result.percentile_ms(50):6.1f} ms, p99 {result.percentile_ms(99):6.1f}"
-                    f" ms, non-2xx {result.non_2xx}"
+                    f" ms, non-2xx {result.non_2xx}; CPU µs/request: server {server_us:.0f}"
+                    f" (workers' shares {shares} %), database {database_us:.0f}"
                 )
     medians = {name: statistics.median(v) for name, v in figures.items()}
     first = strategies[0]
     for name in strategies:
         ratio = medians[first] / medians[name] if medians[name] else float("nan")
-        print(f"median {name:>10}: {medians[name]:7.0f} req/s ({first} ÷ {name}: {ratio:.2f})")
+        print(
+            f"median {name:>10}: {medians[name]:7.0f} req/s ({first} ÷ {name}: {ratio:.2f}), "
+            f"server CPU {statistics.median(cpu_figures[name]):.0f} µs/request"
+        )
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+# The database's processes, by their command name (SQLite's work is the server's own).
+_DATABASE_COMMANDS = {"postgres", "mariadbd", "mysqld"}
+
+
+def _server_pids(supervisor: int) -> list[int]:
+    """The supervisor (``taskexec serve``'s pid, kept across its exec), then its
+    server processes."""
+    try:
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    except OSError:
+        children = []
+    workers = []
+    for child in map(int, children):
+        with contextlib.suppress(OSError):
+            # Not multiprocessing's resource tracker: the server processes.
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+    return [supervisor, *workers]
+
+
+def _database_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() in _DATABASE_COMMANDS:
+                    pids.append(int(proc.name))
+    return pids
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User plus system CPU time of each process so far (one that is gone: left out)."""
+    seconds = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return seconds
 
 
 @contextlib.contextmanager
