@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)
     http_keep_alive_seconds: int = Field(default=5, ge=1)
     http_max_connections: int = Field(default=2048, ge=1)
+    # With two workers or more, each listens on a socket of its own (SO_REUSEPORT) and
+    # the kernel spreads connections over them (``server.supervisor``); off, they share
+    # one socket, and the first worker to wake accepts every connection waiting.
+    http_reuse_port: bool = True
 
     # Empty means: generate once, keep in ``data_dir/jwt_secret`` with mode 0600.
     jwt_secret: SecretStr = SecretStr("")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -68,11 +69,13 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def _serve(settings: Settings, port: int, workers: int) -> Iterator[subprocess.Popen[bytes]]:
+def _serve(
+    settings: Settings, port: int, workers: int, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
     command = [sys.executable, "-m", "taskexec", "serve", "--port", str(port)]
     proc = subprocess.Popen(
         [*command, "--workers", str(workers)],
-        env=serve_env(settings),
+        env=serve_env(settings, **env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -86,6 +89,77 @@ def _serve(settings: Settings, port: int, workers: int) -> Iterator[subprocess.P
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(10)
+
+
+def _sockets(port: int, state: str) -> set[str]:
+    """The sockets on local ``port`` in a TCP ``state`` (01 established, 0A listening),
+    as /proc/<pid>/fd names them."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                    found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def _connections_held(pids: set[int], port: int) -> dict[int, int]:
+    """How many established connections to ``port`` each process holds."""
+    established = _sockets(port, "01")
+    held = {}
+    for pid in pids:
+        held[pid] = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with suppress(OSError):
+                held[pid] += os.readlink(fd) in established
+    return held
+
+
+def _burst_of_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections opened at once (all waiting to be accepted), then each
+    served one request and kept open."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    for client in clients:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    for client in clients:
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+    return clients
+
+
+@only("sqlite")
+@pytest.mark.parametrize("reuse_port", [True, False], ids=["own-sockets", "shared-socket"])
+def test_a_burst_of_connections_is_spread_over_the_workers(
+    settings: Settings, reuse_port: bool
+) -> None:
+    """Each worker listens on a socket of its own (SO_REUSEPORT): the kernel spreads
+    32 connections that arrive at once over both workers. On one shared socket (the
+    setting off) the first worker to wake may take them all: reported, not asserted."""
+    port = bench.free_port()
+    env = {"TASKEXEC_HTTP_REUSE_PORT": "true" if reuse_port else "false"}
+    with _serve(settings, port, 2, **env) as proc:
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        # Both workers serving (/health answers as soon as one does): with sockets of
+        # their own, two listen; on the shared one, each has its startup done.
+        if reuse_port:
+            _wait(lambda: len(_sockets(port, "0A")) == 2, 60)
+        else:
+            time.sleep(3)
+        clients = _burst_of_connections(port, 32)
+        try:
+            held = sorted(_connections_held(workers, port).values())
+        finally:
+            for client in clients:
+                client.close()
+    report(
+        f"[serve --workers 2, {'own sockets' if reuse_port else 'one shared socket'}] "
+        f"32 connections at once, held per worker: {held}"
+    )
+    assert sum(held) == 32
+    if reuse_port:
+        # Binomial(32, 1/2): fewer than 4 on one worker has a chance of about 3e-6.
+        assert held[0] >= 4
 
 
 @only("sqlite")

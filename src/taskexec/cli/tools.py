@@ -24,6 +24,8 @@ BENCH_STRATEGIES = (
     "route",
     "busy-handler",
     "gc-unfrozen",
+    "in-transaction",
+    "shared-socket",
 )  # race.bench.STRATEGIES
 RAW_CEILINGS = ("transaction", "autocommit")  # race.raw.KINDS
 
@@ -233,7 +235,9 @@ def _add_bench_servers(bench: argparse.ArgumentParser) -> None:
         "the hot path, the default), unbatched (one transaction per write through "
         "FastAPI's route: the earlier design), route (group commit through FastAPI's "
         "route), busy-handler (batched, SQLite's writers left to its busy handler "
-        "instead of the write queue) and gc-unfrozen (batched, without gc.freeze)",
+        "instead of the write queue), gc-unfrozen (batched, without gc.freeze), "
+        "in-transaction (batched, PostgreSQL's batches in BEGIN ... COMMIT, not "
+        "autocommit) and shared-socket (batched, the workers on one listening socket)",
     )
     bench.add_argument(
         "--raw",

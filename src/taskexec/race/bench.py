@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from taskexec.config import Settings
 from taskexec.db import engine as db_engine
 from taskexec.db import scratch
 from taskexec.race import databases, loadgen, raw
+from taskexec.race.loadgen import free_port, payload_body  # also this module's API
 from taskexec.security import TokenSigner
 from taskexec.services import dag_runs, rendered_fields
 
@@ -36,15 +35,25 @@ FILL_BATCH = 20_000
 MODES = ("distinct", "hot")
 # How the server stores writes, as settings: group commit behind the hot path (the
 # default); the same through FastAPI's route; or one transaction per write through
-# FastAPI's route (the design before group commit).
+# FastAPI's route (the design before group commit); and the default with one of its
+# parts turned off.
+_BATCHED: dict[str, Any] = {"rtif_batch_max": 64, "rtif_hot_path": True}
 STRATEGIES: dict[str, dict[str, Any]] = {
-    "batched": {"rtif_batch_max": 64, "rtif_hot_path": True},
-    "unbatched": {"rtif_batch_max": 1, "rtif_hot_path": False},
-    "route": {"rtif_batch_max": 64, "rtif_hot_path": False},
+    "batched": _BATCHED,
+    "unbatched": {
+        "rtif_batch_max": 1,
+        "rtif_hot_path": False,
+        "db_one_statement_autocommit": False,
+    },
+    "route": {**_BATCHED, "rtif_hot_path": False},
     # SQLite: batched, its processes' writers meeting SQLite's busy handler (no queue).
-    "busy-handler": {"rtif_batch_max": 64, "rtif_hot_path": True, "sqlite_write_queue": False},
+    "busy-handler": {**_BATCHED, "sqlite_write_queue": False},
     # Batched, the server's start-up objects left in the garbage collector's sight.
-    "gc-unfrozen": {"rtif_batch_max": 64, "rtif_hot_path": True, "gc_freeze": False},
+    "gc-unfrozen": {**_BATCHED, "gc_freeze": False},
+    # PostgreSQL: batched, each batch in BEGIN ... COMMIT rather than autocommit.
+    "in-transaction": {**_BATCHED, "db_one_statement_autocommit": False},
+    # Batched, the workers sharing one listening socket rather than one each.
+    "shared-socket": {**_BATCHED, "http_reuse_port": False},
 }
 
 
@@ -70,22 +79,6 @@ class Row:
     strategy: str = ""
 
 
-def payload_body(size: int) -> bytes:
-    """A JSON object of ``size`` bytes, shaped like rendered fields."""
-    fields = {"bash_command": "echo ", "env": {"A": "1"}}
-    overhead = len(json.dumps(fields))
-    fields["bash_command"] = "echo " + "x" * max(0, size - overhead)
-    return json.dumps(fields).encode()
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _peak_rss_kib(pid: int) -> int:
     """VmHWM of ``pid`` plus its children (uvicorn's worker processes)."""
     total = 0
@@ -105,6 +98,14 @@ def _peak_rss_kib(pid: int) -> int:
     return total
 
 
+# Settings of the benchmark's servers passed on as they are.
+_SERVED = ("db_pool_size", "db_max_overflow", "rendered_fields_retain_runs", "scheduler_in_server")
+
+
+def _env_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 @contextmanager
 def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """``taskexec serve`` as a subprocess on a free port; yields (port, process)."""
@@ -114,14 +115,11 @@ def serve(settings: Settings, workers: int) -> Iterator[tuple[int, subprocess.Po
         "TASKEXEC_DATABASE_URL": settings.effective_database_url,
         "TASKEXEC_DATA_DIR": str(settings.data_dir),
         "TASKEXEC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "TASKEXEC_DB_POOL_SIZE": str(settings.db_pool_size),
-        "TASKEXEC_DB_MAX_OVERFLOW": str(settings.db_max_overflow),
-        "TASKEXEC_RENDERED_FIELDS_RETAIN_RUNS": str(settings.rendered_fields_retain_runs),
-        "TASKEXEC_SCHEDULER_IN_SERVER": "true" if settings.scheduler_in_server else "false",
-        "TASKEXEC_RTIF_BATCH_MAX": str(settings.rtif_batch_max),
-        "TASKEXEC_RTIF_HOT_PATH": "true" if settings.rtif_hot_path else "false",
-        "TASKEXEC_SQLITE_WRITE_QUEUE": "true" if settings.sqlite_write_queue else "false",
-        "TASKEXEC_GC_FREEZE": "true" if settings.gc_freeze else "false",
+        # The server's pool and scheduler, and what the strategies set.
+        **{
+            f"TASKEXEC_{name.upper()}": _env_value(getattr(settings, name))
+            for name in {*_SERVED, *(name for strategy in STRATEGIES.values() for name in strategy)}
+        },
     }
     proc = subprocess.Popen(
         [

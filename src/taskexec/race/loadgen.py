@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -123,3 +125,19 @@ def run_load(
         return uvloop.run(_run(host, port, per_connection, seconds))
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         return asyncio.run(_run(host, port, per_connection, seconds))
+
+
+def payload_body(size: int) -> bytes:
+    """A JSON object of ``size`` bytes, shaped like rendered fields."""
+    fields = {"bash_command": "echo ", "env": {"A": "1"}}
+    overhead = len(json.dumps(fields))
+    fields["bash_command"] = "echo " + "x" * max(0, size - overhead)
+    return json.dumps(fields).encode()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

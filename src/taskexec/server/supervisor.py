@@ -7,21 +7,33 @@ then replaces itself, same pid, with this module (``os.execv``): the supervisor 
 stays for the server's lifetime holds uvicorn and the settings only (about 35 MiB), and
 each worker process imports the app itself (``create_server_app``, a fresh interpreter
 per worker). Settings come from the environment, which the exec keeps.
+
+With two workers or more, each worker listens on a socket of its own, all bound to the
+one address with ``SO_REUSEPORT``, and the kernel spreads new connections over them
+(``balanced_listeners``). On one shared socket, as uvicorn has it, the worker that
+wakes first accepts every connection waiting: a burst of keep-alive clients then all
+lands on one worker while the others sit idle, for as long as those connections live.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from uvicorn.supervisors import multiprocess
+
 from taskexec import logs
 from taskexec.config import Settings, get_settings
 from taskexec.server import connections, supervision
+
+log = logging.getLogger(__name__)
 
 APP = "taskexec.server.app:create_server_app"
 
@@ -97,6 +109,48 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def balanced_listeners(settings: Settings, workers: int) -> bool:
+    """Whether each worker listens on a socket of its own (``SO_REUSEPORT``)."""
+    return workers > 1 and settings.http_reuse_port and hasattr(socket, "SO_REUSEPORT")
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """The address bound, not listened on: it holds the port for the workers' sockets
+    (each binds it too, ``SO_REUSEPORT``), and the kernel sends it no connection."""
+    family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        _share_address(sock)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _share_address(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+class OwnListenerWorker(multiprocess.Process):
+    """A uvicorn worker process that listens on a socket of its own, bound to the
+    address of the socket it is handed (the supervisor's, ``_reserve``). When the
+    worker dies its socket closes with it: new connections go to the workers alive,
+    and only those that were waiting in its queue, not yet accepted, are reset."""
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:
+        own = []
+        for reserved in sockets or []:
+            sock = socket.socket(reserved.family, reserved.type, reserved.proto)
+            _share_address(sock)
+            sock.bind(reserved.getsockname())
+            reserved.close()
+            own.append(sock)
+        super().target(own)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Supervise ``--workers`` server processes until stopped (SIGINT, SIGTERM)."""
     from uvicorn.supervisors import Multiprocess
@@ -113,10 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
     )
+    balanced = balanced_listeners(settings, args.workers)
     try:
-        sock = config.bind_socket()
+        sock = _reserve(args.host, args.port) if balanced else config.bind_socket()
+    except OSError as exc:  # the address was taken since ``taskexec serve`` checked it
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc.strerror or exc)
+        return 1
     except SystemExit:  # uvicorn logged why (the address was taken since it was checked)
         return 1
+    if balanced:
+        # uvicorn's supervisor starts (and replaces) its workers as its module's Process.
+        multiprocess.Process = OwnListenerWorker  # type: ignore[misc]
+        log.info("listening on http://%s:%d, one socket per worker", args.host, args.port)
     supervision.mark_supervisor()
     supervisor = Multiprocess(config, sockets=[sock])  # its signal handlers are set here
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
