@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # rendered-fields upserts) runs in autocommit, its own transaction: one round trip
     # instead of BEGIN, the statement and COMMIT. Off, it runs in a transaction.
     db_one_statement_autocommit: bool = True
+    # On PostgreSQL, group commit's batch statement goes straight through the driver, on
+    # one connection per server process kept open (``db.direct``), past SQLAlchemy's
+    # execution layers (about four times the driver's own CPU for that statement).
+    rtif_batch_direct: bool = True
     # SQLite's writers queue on a file lock beside the database, across processes
     # (``db.sqlite_queue``); off, other processes' writers meet SQLite's busy handler.
     sqlite_write_queue: bool = True

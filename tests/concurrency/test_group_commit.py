@@ -122,12 +122,18 @@ async def _through_queue(
         return [type(r).__name__ if r is not None else "ok" for r in results], queue
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["driver", "sqlalchemy"])
 @pytest.mark.parametrize("refused", [False, True], ids=["plain", "refused-value"])
 def test_a_mixed_batch_through_the_queue(
-    settings: Settings, sync_engine: sa.Engine, backend: str, refused: bool
+    settings: Settings, sync_engine: sa.Engine, backend: str, refused: bool, direct: bool
 ) -> None:
+    """On PostgreSQL twice: batches straight through the driver (``db.direct``, the
+    default) and through SQLAlchemy."""
     if refused and backend == "sqlite":
         pytest.skip("SQLite stores any JSON text: it refuses no value")
+    if direct and backend != "postgresql":
+        pytest.skip("only PostgreSQL writes batches straight through the driver")
+    settings = settings.model_copy(update={"rtif_batch_direct": direct})
 
     ids = _prepare(settings)
     answers, queue = asyncio.run(_through_queue(settings, ids, refused))
@@ -145,6 +151,37 @@ def test_a_mixed_batch_through_the_queue(
     assert rows["task_4"]["rendered_fields"] == {"cmd": "blocker"}
     assert rows["task_2"]["rendered_fields"] == {"cmd": "written while running"}
     assert set(rows) == {"task_0", "task_1", "task_2", "task_4"}
+
+
+def test_a_batch_holding_an_escaped_nul_is_stored_write_by_write(
+    settings: Settings, sync_engine: sa.Engine, backend: str
+) -> None:
+    """JSON's \\u0000 is stored as sent by a single write; PostgreSQL's JSON functions,
+    which take its batch statement's array apart, refuse it: that batch is stored write
+    by write, and every write still gets its 201."""
+    ids = _prepare(settings)
+    values = {"queued": {"cmd": "nul \u0000 here"}, "running": {"cmd": "plain"}}
+
+    async def go() -> tuple[list[object], GroupCommit]:
+        async with db_engine.open_database(settings) as db:
+            queue = GroupCommit(db, max_batch=64)
+            inside, release = _held(db)
+            blocker = asyncio.create_task(queue.write(db, ids["other"], {"b": 1}, None))
+            await inside.wait()
+            tasks = [
+                asyncio.create_task(queue.write(db, ids[name], fields, None))
+                for name, fields in values.items()
+            ]
+            await asyncio.sleep(0.05)  # both queued behind the blocker: one batch
+            release.set()
+            await blocker
+            return await asyncio.gather(*tasks, return_exceptions=True), queue
+
+    answers, queue = asyncio.run(go())
+    assert answers == [None, None]
+    assert queue.stats.split == (1 if backend == "postgresql" else 0)
+    rows = {r["task_id"]: r["rendered_fields"] for r in rtif_rows(sync_engine)}
+    assert rows["task_0"] == values["queued"] and rows["task_1"] == values["running"]
 
 
 def test_concurrent_distinct_writers_batch_and_every_row_is_theirs(

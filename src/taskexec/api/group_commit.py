@@ -166,7 +166,7 @@ class GroupCommit:
             return
         writes = [w.write for w in latest.values()]
         try:
-            outcomes = await db.write(rendered_fields.upsert_rendered_fields_batch, writes=writes)
+            outcomes = await _store_batch(db, writes)
         except errors.DatabaseUnavailableError as exc:
             # An outage or the deadline: every write of the batch gets it; none stored.
             _answer_all(batch, exc)
@@ -205,16 +205,40 @@ class GroupCommit:
         write = waiting.write
         outcome: BaseException | None = None
         try:
-            await db.write(
-                rendered_fields.upsert_rendered_fields,
-                ti_id=write.ti_id,
-                fields=write.fields,
-                meta=write.meta,
-            )
+            if db.writes_direct:
+                stored = await db.write_direct(
+                    rendered_fields.upsert_rendered_fields_direct, write=write
+                )
+                if not stored:
+                    unstored = rendered_fields.unstored_outcomes
+                    outcome = (await db.read(unstored, writes=[write], stored=set()))[0]
+            else:
+                await db.write(
+                    rendered_fields.upsert_rendered_fields,
+                    ti_id=write.ti_id,
+                    fields=write.fields,
+                    meta=write.meta,
+                )
         except Exception as exc:
             outcome = exc
         _answer(waiting, outcome)
         return outcome
+
+
+async def _store_batch(
+    db: Database, writes: list[rendered_fields.Write]
+) -> list[errors.TaskExecError | None]:
+    """One batch statement; per write, None (stored) or the error it gets alone. On
+    PostgreSQL straight through the driver (``Database.write_direct``), and only when
+    not every write was stored, a read of why."""
+    if not db.writes_direct:
+        return await db.write(rendered_fields.upsert_rendered_fields_batch, writes=writes)
+    stored = await db.write_direct(
+        rendered_fields.upsert_rendered_fields_batch_direct, writes=writes
+    )
+    if len(stored) == len(writes):
+        return [None] * len(writes)
+    return await db.read(rendered_fields.unstored_outcomes, writes=writes, stored=stored)
 
 
 def for_settings(db: Database, settings: Settings) -> GroupCommit | None:

@@ -25,6 +25,7 @@ BENCH_STRATEGIES = (
     "busy-handler",
     "gc-unfrozen",
     "in-transaction",
+    "via-sqlalchemy",
     "shared-socket",
 )  # race.bench.STRATEGIES
 RAW_CEILINGS = ("transaction", "autocommit")  # race.raw.KINDS
@@ -236,8 +237,10 @@ def _add_bench_servers(bench: argparse.ArgumentParser) -> None:
         "FastAPI's route: the earlier design), route (group commit through FastAPI's "
         "route), busy-handler (batched, SQLite's writers left to its busy handler "
         "instead of the write queue), gc-unfrozen (batched, without gc.freeze), "
-        "in-transaction (batched, PostgreSQL's batches in BEGIN ... COMMIT, not "
-        "autocommit) and shared-socket (batched, the workers on one listening socket)",
+        "in-transaction (batched, PostgreSQL's batches through SQLAlchemy in BEGIN ... "
+        "COMMIT), via-sqlalchemy (batched, PostgreSQL's batches through SQLAlchemy in "
+        "autocommit, not straight to the driver) and shared-socket (batched, the "
+        "workers on one listening socket)",
     )
     bench.add_argument(
         "--raw",

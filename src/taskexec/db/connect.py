@@ -70,6 +70,13 @@ def sqlite_file(url: URL) -> Path | None:
     return None
 
 
+def driver_connect_args(url: URL, settings: Settings) -> dict[str, Any]:
+    """The server engine's driver arguments (timeouts, PostgreSQL's statement and lock
+    bounds), for a connection made straight through the driver (``db.direct``)."""
+    args: dict[str, Any] = _engine_kwargs(url, settings, bounded=True)["connect_args"]
+    return args
+
+
 def _engine_kwargs(url: URL, settings: Settings, *, bounded: bool) -> dict[str, Any]:
     """Engine arguments for ``url``. ``bounded``: the server's engine, whose statements
     and lock waits the database itself ends after the transaction timeout (migrations

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from taskexec import errors
 from taskexec.config import Settings
-from taskexec.db import connect, sqlite_queue
+from taskexec.db import connect, direct, sqlite_queue
 from taskexec.db import errors as db_errors
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # A service function: the connection of the transaction first, then its own arguments.
 Work = Callable[Concatenate[AsyncConnection, P], Awaitable[T]]
+# A write that is one statement, straight through the driver (``Database.write_direct``).
+DirectWork = Callable[Concatenate[direct.Statements, P], Awaitable[T]]
 
 _RETRY_NAME = "__taskexec_retry_name__"
 
@@ -89,6 +91,16 @@ class Database:
             if self.dialect == "postgresql" and settings.db_one_statement_autocommit
             else None
         )
+        # PostgreSQL: group commit's batches on a connection of their own (db.direct).
+        self._direct = (
+            direct.DirectConnection(
+                engine.url,
+                connect.driver_connect_args(engine.url, settings),
+                settings.db_pool_pre_ping_idle_seconds if settings.db_pool_pre_ping else None,
+            )
+            if self.dialect == "postgresql" and settings.rtif_batch_direct
+            else None
+        )
         # Test hook: awaited inside a write transaction just before it commits (before
         # the statement of a write in autocommit, whose statement is its commit).
         self.before_commit: Callable[[str], Awaitable[None]] | None = None
@@ -126,11 +138,28 @@ class Database:
 
     async def write(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a write transaction and commit it."""
-        return await self._run(self._engine, True, fn, *args, **kwargs)
+        result: T = await self._run(self._engine, True, fn, *args, **kwargs)
+        return result
+
+    @property
+    def writes_direct(self) -> bool:
+        """Whether ``write_direct`` is available (PostgreSQL, unless turned off)."""
+        return self._direct is not None
+
+    async def write_direct(self, fn: DirectWork[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(statements, ...)``, a write that is one statement (its own
+        transaction, autocommit), on this process's direct connection (``db.direct``),
+        with ``write``'s deadline, retries and errors. One caller at a time: the others
+        wait their turn (group commit has one batch in the database at a time)."""
+        if self._direct is None:
+            raise RuntimeError("no direct connection: see writes_direct")
+        result: T = await self._run(None, True, fn, *args, **kwargs)
+        return result
 
     async def read(self, fn: Work[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in a read-only transaction."""
-        return await self._run(self._read_engine, False, fn, *args, **kwargs)
+        result: T = await self._run(self._read_engine, False, fn, *args, **kwargs)
+        return result
 
     def within(self, seconds: float) -> Database:
         """This transaction owner with a shorter deadline (``/health`` answers within
@@ -140,8 +169,8 @@ class Database:
         return bounded
 
     async def _run(
-        self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+        self, engine: AsyncEngine | None, write: bool, fn: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
         """The transaction, within the deadline. Past it the caller gets
         ``DatabaseUnavailableError`` at once, while the transaction is cancelled in the
         background: a driver may take seconds to cancel a statement on a database that
@@ -174,34 +203,21 @@ class Database:
             log.info("a transaction given up on ended with: %s", work.exception())
 
     async def _attempts(
-        self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+        self, engine: AsyncEngine | None, write: bool, fn: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
         if write and self._write_queue is not None:
             async with self._write_queue.turn():
                 return await self._retrying(engine, write, fn, *args, **kwargs)
         return await self._retrying(engine, write, fn, *args, **kwargs)
 
     async def _retrying(
-        self, engine: AsyncEngine, write: bool, fn: Work[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+        self, engine: AsyncEngine | None, write: bool, fn: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
         attempts = self.settings.db_retry_attempts
         name = _name_of(fn)
         for attempt in range(1, attempts + 1):
             try:
-                if (
-                    write
-                    and self._autocommit_engine is not None
-                    and getattr(fn, _ONE_STATEMENT, False)
-                ):
-                    async with self._autocommit_engine.connect() as conn:
-                        # The statement is its transaction's commit: the hook goes first.
-                        await self._before_commit(fn)
-                        return await fn(conn, *args, **kwargs)
-                async with engine.begin() as conn:
-                    result = await fn(conn, *args, **kwargs)
-                    if write:
-                        await self._before_commit(fn)
-                return result
+                return await self._once(engine, write, fn, *args, **kwargs)
             except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
                 kind = db_errors.classify(exc)
                 if kind is db_errors.Kind.BAD_DATA:
@@ -226,6 +242,27 @@ class Database:
                 )
                 await asyncio.sleep(random.uniform(0, delay) + delay / 2)
         raise AssertionError("unreachable")
+
+    async def _once(
+        self, engine: AsyncEngine | None, write: bool, fn: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """One attempt: on the direct connection (``engine`` None), in autocommit (a
+        ``one_statement`` write on PostgreSQL), or in a transaction."""
+        if engine is None:
+            assert self._direct is not None
+            async with self._direct.statements() as statements:
+                # The statement is its transaction's commit: the hook goes first.
+                await self._before_commit(fn)
+                return await fn(statements, *args, **kwargs)
+        if write and self._autocommit_engine is not None and getattr(fn, _ONE_STATEMENT, False):
+            async with self._autocommit_engine.connect() as conn:
+                await self._before_commit(fn)
+                return await fn(conn, *args, **kwargs)
+        async with engine.begin() as conn:
+            result = await fn(conn, *args, **kwargs)
+            if write:
+                await self._before_commit(fn)
+        return result
 
     async def _before_commit(self, fn: Callable[..., Any]) -> None:
         if self.before_commit is not None:
@@ -268,6 +305,8 @@ class Database:
         if self._abandoned:
             await asyncio.wait(set(self._abandoned), timeout=self.deadline)
         await self._engine.dispose()
+        if self._direct is not None:
+            await self._direct.close()
         if self._write_queue is not None:
             self._write_queue.close()
 

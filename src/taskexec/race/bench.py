@@ -51,7 +51,13 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     # Batched, the server's start-up objects left in the garbage collector's sight.
     "gc-unfrozen": {**_BATCHED, "gc_freeze": False},
     # PostgreSQL: batched, each batch in BEGIN ... COMMIT rather than autocommit.
-    "in-transaction": {**_BATCHED, "db_one_statement_autocommit": False},
+    "in-transaction": {
+        **_BATCHED,
+        "rtif_batch_direct": False,
+        "db_one_statement_autocommit": False,
+    },
+    # PostgreSQL: batched, batches through SQLAlchemy rather than straight to the driver.
+    "via-sqlalchemy": {**_BATCHED, "rtif_batch_direct": False},
     # Batched, the workers sharing one listening socket rather than one each.
     "shared-socket": {**_BATCHED, "http_reuse_port": False},
 }

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from taskexec import errors, schemas
-from taskexec.db import connect, engine, models, types, upsert
+from taskexec.db import connect, direct, engine, models, types, upsert
 from taskexec.services import dag_runs, task_instances
 from taskexec.wire import jsontree, protocol
 from taskexec.wire import schemas as wire_schemas
@@ -201,21 +201,32 @@ async def upsert_rendered_fields_batch(
     if result.rowcount == len(writes) and conn.dialect.name != "mysql":
         return [None] * len(writes)
     if conn.dialect.name == "postgresql":
-        # The key of a try's id never changes: read after the statement, it is the key
-        # the statement joined on.
-        stored_keys = {tuple(row) for row in result}
-        keys = await conn.execute(
-            sa.select(ti.c.id, *models.key_columns(ti)).where(ti.c.id.in_(ids))
+        return await unstored_outcomes(conn, writes=writes, stored={tuple(row) for row in result})
+    written = set(
+        await conn.scalars(
+            sa.select(ti.c.id)
+            .join(rtif, models.same_task_instance(rtif, ti))
+            .where(ti.c.id.in_(ids), rtif.c.updated_at == now)
         )
-        written = {row.id for row in keys if tuple(row[1:]) in stored_keys}
-    else:
-        written = set(
-            await conn.scalars(
-                sa.select(ti.c.id)
-                .join(rtif, models.same_task_instance(rtif, ti))
-                .where(ti.c.id.in_(ids), rtif.c.updated_at == now)
-            )
-        )
+    )
+    return await _outcomes(conn, writes, written)
+
+
+async def unstored_outcomes(
+    conn: AsyncConnection, *, writes: Sequence[Write], stored: set[tuple[Any, ...]]
+) -> list[errors.TaskExecError | None]:
+    """Per write of a batch statement that stored the task instances keyed ``stored``
+    (the keys it returned), None or the error it gets alone. A read: it may run after
+    that statement's own transaction (the key of a try's id never changes)."""
+    keys = await conn.execute(
+        sa.select(ti.c.id, *models.key_columns(ti)).where(ti.c.id.in_([w.ti_id for w in writes]))
+    )
+    return await _outcomes(conn, writes, {row.id for row in keys if tuple(row[1:]) in stored})
+
+
+async def _outcomes(
+    conn: AsyncConnection, writes: Sequence[Write], written: set[uuid.UUID]
+) -> list[errors.TaskExecError | None]:
     outcomes: list[errors.TaskExecError | None] = []
     for write in writes:
         if write.ti_id in written:
@@ -228,6 +239,53 @@ async def upsert_rendered_fields_batch(
         else:
             raise AssertionError("raise_not_writable returned")
     return outcomes
+
+
+@functools.cache
+def _for_driver(statement: Insert, *variables: str) -> tuple[str, dict[str, Any]]:
+    """A statement of this module as the driver's text (psycopg), and its fixed
+    parameters (the writable states, the JSON array's indexes): all but ``variables``."""
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+    expanded = statement.compile(dialect=dialect).construct_expanded_state(dict.fromkeys(variables))
+    fixed = {
+        name: value.value if isinstance(value, TaskInstanceState) else value
+        for name, value in expanded.parameters.items()
+        if name not in variables
+    }
+    return expanded.statement, fixed
+
+
+async def upsert_rendered_fields_direct(statements: direct.Statements, *, write: Write) -> bool:
+    """PostgreSQL: ``upsert_rendered_fields``'s statement straight through the driver
+    (``Database.write_direct``); whether it stored the write (if not,
+    ``unstored_outcomes`` says why)."""
+    sql, fixed = _for_driver(
+        upsert_statement("postgresql"), "ti_id", "rendered_fields", "field_meta", "updated_at"
+    )
+    params = {
+        **fixed,
+        "ti_id": write.ti_id,
+        "rendered_fields": connect.json_text(write.fields),
+        "field_meta": connect.json_text(write.meta),
+        "updated_at": types.utcnow(),
+    }
+    return (await statements.execute(sql, params)).rowcount == 1
+
+
+async def upsert_rendered_fields_batch_direct(
+    statements: direct.Statements, *, writes: Sequence[Write]
+) -> set[tuple[Any, ...]]:
+    """PostgreSQL: ``upsert_rendered_fields_batch``'s statement straight through the
+    driver (``Database.write_direct``); returns the keys of the task instances it
+    stored. When they are fewer than the writes, ``unstored_outcomes`` says why.
+
+    The JSON array's elements are taken apart by PostgreSQL's JSON functions, which
+    refuse the escape ``\\u0000`` that a ``json`` column stores as sent: a batch holding
+    one is refused, and group commit then stores its writes one by one."""
+    assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
+    sql, fixed = _for_driver(array_batch_statement(), "rows", "updated_at")
+    params = {**fixed, "rows": _json_rows(writes), "updated_at": types.utcnow()}
+    return {tuple(row) for row in (await statements.execute(sql, params)).rows}
 
 
 async def get_rendered_fields(
