@@ -1,7 +1,7 @@
 """The batch statement (group commit) stores exactly what the single-write statement
 stores, column text included: a missing field meta as JSON null (not SQL NULL), a
 body kept as its JSON text as that text, on every database (PostgreSQL's batch form is
-the elements of one JSON array, the others' a CASE per column)."""
+``unnest`` of arrays, the others' a CASE per column)."""
 
 from __future__ import annotations
 

@@ -128,29 +128,28 @@ def batch_statement(dialect: str, size: int) -> Insert:
 
 @functools.cache
 def array_batch_statement() -> Insert:
-    """PostgreSQL's batch statement: the single-write upsert joined to the elements of
-    one JSON array, ``[[id, fields, meta], ...]`` (``json_array_elements``). One text
-    for every batch size, so the driver prepares it once (the CASE form grows with the
-    batch, past psycopg's statement cache), and one text parameter, which the driver
-    passes as it is (arrays of text it escapes value by value, in Python). ``->`` on
-    ``json`` keeps each value's text as sent, and JSON null as JSON null."""
+    """PostgreSQL's batch statement: the single-write upsert joined to ``unnest`` of
+    three arrays (ids, fields, metas as JSON text, each cast to JSON as a single write's
+    value is). One text for every batch size, so the driver converts and prepares it
+    once (the CASE form grows with the batch, past psycopg's statement cache)."""
     rows = (
-        sa.func.json_array_elements(
-            sa.cast(sa.bindparam("rows", type_=sa.Text()), postgresql.JSON())
+        sa.func.unnest(
+            sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid())),
+            sa.bindparam("rendered_fields", type_=postgresql.ARRAY(sa.Text())),
+            sa.bindparam("field_meta", type_=postgresql.ARRAY(sa.Text())),
         )
-        .table_valued(sa.column("value", postgresql.JSON()))
+        .table_valued("id", "rendered_fields", "field_meta")
         .render_derived(name="w")
     )
-    written = rows.c.value
     select = (
         sa.select(
             *models.key_columns(ti),
-            written[1],
-            written[2],
+            sa.cast(rows.c.rendered_fields, postgresql.JSON()),
+            sa.cast(rows.c.field_meta, postgresql.JSON()),
             ti.c.try_number,
             sa.bindparam("updated_at", type_=types.UtcDateTime()),
         )
-        .select_from(ti.join(rows, ti.c.id == sa.cast(written[0].astext, sa.Uuid())))
+        .select_from(ti.join(rows, ti.c.id == rows.c.id))
         .where(ti.c.state.in_(_WRITABLE))
     )
     stmt = upsert.upsert_from_select(
@@ -160,13 +159,15 @@ def array_batch_statement() -> Insert:
     return stmt.returning(*models.key_columns(rtif)).execution_options(preserve_rowcount=True)
 
 
-def _json_rows(writes: Sequence[Write]) -> str:
-    """``[[id, fields, meta], ...]``, each value's JSON text as the single write sends
-    it (``connect.json_text``), put together as it is (a UUID's text needs no escape)."""
-    rows = (
-        f'["{w.ti_id}",{connect.json_text(w.fields)},{connect.json_text(w.meta)}]' for w in writes
-    )
-    return f"[{','.join(rows)}]"
+def _arrays(writes: Sequence[Write]) -> dict[str, list[Any]]:
+    """``array_batch_statement``'s three arrays: ids, and each value's JSON text as the
+    single write sends it (``connect.json_text``; None as JSON null, as the JSON column
+    stores it from the other statements)."""
+    return {
+        "ids": [w.ti_id for w in writes],
+        "rendered_fields": [connect.json_text(w.fields) for w in writes],
+        "field_meta": [connect.json_text(w.meta) for w in writes],
+    }
 
 
 @engine.one_statement
@@ -189,8 +190,7 @@ async def upsert_rendered_fields_batch(
     ids = [w.ti_id for w in writes]
     if conn.dialect.name == "postgresql":
         stmt = array_batch_statement()
-        # None as JSON null, as the JSON column stores it from the other statements.
-        params["rows"] = _json_rows(writes)
+        params.update(_arrays(writes))
     else:
         stmt = batch_statement(conn.dialect.name, len(writes))
         for n, write in enumerate(writes):
@@ -276,15 +276,15 @@ async def upsert_rendered_fields_batch_direct(
     statements: direct.Statements, *, writes: Sequence[Write]
 ) -> set[tuple[Any, ...]]:
     """PostgreSQL: ``upsert_rendered_fields_batch``'s statement straight through the
-    driver (``Database.write_direct``); returns the keys of the task instances it
-    stored. When they are fewer than the writes, ``unstored_outcomes`` says why.
-
-    The JSON array's elements are taken apart by PostgreSQL's JSON functions, which
-    refuse the escape ``\\u0000`` that a ``json`` column stores as sent: a batch holding
-    one is refused, and group commit then stores its writes one by one."""
+    driver (``Database.write_direct``), its arrays sent in binary (their text form the
+    driver escapes value by value, in Python); returns the keys of the task instances
+    it stored. When they are fewer than the writes, ``unstored_outcomes`` says why."""
     assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
-    sql, fixed = _for_driver(array_batch_statement(), "rows", "updated_at")
-    params = {**fixed, "rows": _json_rows(writes), "updated_at": types.utcnow()}
+    arrays = _arrays(writes)
+    sql, fixed = _for_driver(array_batch_statement(), "updated_at", *arrays)
+    for name in arrays:  # psycopg's placeholder for a parameter sent in binary
+        sql = sql.replace(f"%({name})s", f"%({name})b")
+    params = {**fixed, **arrays, "updated_at": types.utcnow()}
     return {tuple(row) for row in (await statements.execute(sql, params)).rows}
 
 
