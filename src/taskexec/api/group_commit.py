@@ -206,12 +206,10 @@ class GroupCommit:
         outcome: BaseException | None = None
         try:
             if db.writes_direct:
-                stored = await db.write_direct(
-                    rendered_fields.upsert_rendered_fields_direct, write=write
-                )
-                if not stored:
-                    unstored = rendered_fields.unstored_outcomes
-                    outcome = (await db.read(unstored, writes=[write], stored=set()))[0]
+                started = asyncio.get_running_loop().time()
+                upsert = rendered_fields.upsert_rendered_fields_direct
+                if not await db.write_direct(upsert, write=write):
+                    outcome = (await _outcomes(db, started, [write], set()))[0]
             else:
                 await db.write(
                     rendered_fields.upsert_rendered_fields,
@@ -227,18 +225,35 @@ class GroupCommit:
 
 async def _store_batch(
     db: Database, writes: list[rendered_fields.Write]
-) -> list[errors.TaskExecError | None]:
+) -> list[BaseException | None]:
     """One batch statement; per write, None (stored) or the error it gets alone. On
     PostgreSQL straight through the driver (``Database.write_direct``), and only when
     not every write was stored, a read of why."""
     if not db.writes_direct:
-        return await db.write(rendered_fields.upsert_rendered_fields_batch, writes=writes)
-    stored = await db.write_direct(
-        rendered_fields.upsert_rendered_fields_batch_direct, writes=writes
-    )
+        return list(await db.write(rendered_fields.upsert_rendered_fields_batch, writes=writes))
+    started = asyncio.get_running_loop().time()
+    upsert = rendered_fields.upsert_rendered_fields_batch_direct
+    stored = await db.write_direct(upsert, writes=writes)
     if len(stored) == len(writes):
         return [None] * len(writes)
-    return await db.read(rendered_fields.unstored_outcomes, writes=writes, stored=stored)
+    return await _outcomes(db, started, writes, stored)
+
+
+async def _outcomes(
+    db: Database, started: float, writes: list[rendered_fields.Write], stored: set[uuid.UUID]
+) -> list[BaseException | None]:
+    """After a direct statement (begun at ``started``) that stored the tries ``stored``:
+    why the others were not, read within what is left of ``db``'s deadline. If that
+    read fails, they get its 503; the stored ones are stored all the same."""
+    left = db.deadline - (asyncio.get_running_loop().time() - started)
+    try:
+        if left < _MIN_SECONDS:
+            raise errors.DatabaseUnavailableError()
+        return list(
+            await db.within(left).read(rendered_fields.outcomes, writes=writes, stored=stored)
+        )
+    except errors.DatabaseUnavailableError as exc:
+        return [None if w.ti_id in stored else exc for w in writes]
 
 
 def for_settings(db: Database, settings: Settings) -> GroupCommit | None:

@@ -1,16 +1,19 @@
-"""One PostgreSQL connection per server process for group commit's batch statement,
-run straight through the driver (psycopg, autocommit), past SQLAlchemy's execution
-layers.
+"""One PostgreSQL connection per server process for group commit's statements, run
+straight through the driver (psycopg, autocommit), past SQLAlchemy's execution layers.
 
 A batch is one statement. Through SQLAlchemy, checking a connection out of the pool,
 executing and checking it back in cost about four times the driver's own work for that
 statement (a batch of 8, measured: 320 against 75 µs of CPU); group commit runs one
-batch at a time per process, so one connection kept open is all it needs.
+batch at a time per process, so one connection kept open is all it needs (it comes on
+top of the pool's ``TASKEXEC_DB_POOL_SIZE`` and overflow).
+
 ``Database.write_direct`` owns it, as it owns every transaction: the same deadline,
 retries and error classes (a driver error comes out as SQLAlchemy's ``DBAPIError``, so
-``db.errors`` classifies it as any other). The connection is opened on first use and
-dropped after any error, so a lost connection or a statement cut off at the deadline
-never serves the next batch.
+``db.errors`` classifies it as any other). The connection is opened on first use,
+tested before use after sitting idle (as the pool's pre-ping), and dropped after any
+error, so a lost connection never serves the next batch. A statement cut off at its
+deadline is left to the driver, which cancels it on the server in the background and
+then closes its connection; the next batch does not wait for that, on a new connection.
 """
 
 from __future__ import annotations
@@ -40,9 +43,22 @@ class Statements:
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
+        # A statement whose caller was cancelled (the deadline), still being cancelled.
+        self.abandoned: asyncio.Future[Result] | None = None
 
     async def execute(self, sql: str, params: Mapping[str, Any]) -> Result:
         """Run ``sql``, prepared once per connection."""
+        # In a task of its own: cancelled, the driver sends the server a cancel request
+        # and waits for it (seconds, on a database that hangs) while the caller goes.
+        running = asyncio.ensure_future(self._execute(sql, params))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            running.cancel()
+            self.abandoned = running
+            raise
+
+    async def _execute(self, sql: str, params: Mapping[str, Any]) -> Result:
         cursor = await self._conn.execute(sql, params, prepare=True)
         rows = await cursor.fetchall() if cursor.description else []
         return Result(cursor.rowcount, rows)
@@ -63,22 +79,24 @@ class DirectConnection:
         self._used_at = 0.0
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
-        self._closing: set[asyncio.Future[None]] = set()  # dropped, being closed
+        self._closing: set[asyncio.Future[Any]] = set()  # dropped, being closed
 
     @contextlib.asynccontextmanager
     async def statements(self) -> AsyncIterator[Statements]:
         """The connection for one write; a driver error leaves as ``DBAPIError``."""
         async with self._lock:
+            statements: Statements | None = None
             try:
-                yield Statements(await self._connection())
+                statements = Statements(await self._connection())
+                yield statements
             except psycopg.Error as exc:
                 lost = self._drop()
                 raise sa.exc.DBAPIError.instance(
                     None, None, exc, psycopg.Error, connection_invalidated=lost
                 ) from exc
             except BaseException:
-                # Cancelled mid-statement (the deadline), or a bug: in an unknown state.
-                self._drop()
+                # Cancelled (the deadline), or a bug: in an unknown state.
+                self._drop(after=statements.abandoned if statements else None)
                 raise
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -95,26 +113,33 @@ class DirectConnection:
             )
         return self._conn
 
-    def _drop(self) -> bool:
-        """Forget the connection (closed in the background); whether it was lost."""
+    def _drop(self, after: asyncio.Future[Any] | None = None) -> bool:
+        """Forget the connection, closed in the background (once ``after``, a statement
+        being cancelled, has ended); whether it was lost already."""
         conn, self._conn = self._conn, None
         if conn is None:
             return True
         lost = conn.closed or conn.broken
         if not conn.closed:
-            closing = asyncio.ensure_future(conn.close())
+            closing = asyncio.ensure_future(_close(conn, after))
             self._closing.add(closing)
-            closing.add_done_callback(self._closed)
+            closing.add_done_callback(self._closing.discard)
         return lost
 
-    def _closed(self, closing: asyncio.Future[None]) -> None:
-        self._closing.discard(closing)
-        if not closing.cancelled():
-            closing.exception()  # retrieved: a connection that fails to close is gone
-
     async def close(self) -> None:
-        """Close the connection (the server process is stopping)."""
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await conn.close()
+        """Close the connection now (the server process is stopping); not waiting for
+        a statement in flight, nor for one being cancelled."""
+        conn, self._conn = self._conn, None
+        for closing in list(self._closing):
+            closing.cancel()
+        if conn is not None:
+            await conn.close()
+
+
+async def _close(conn: psycopg.AsyncConnection[Any], after: asyncio.Future[Any] | None) -> None:
+    if after is not None:
+        # Its outcome is of no use any more (the cancellation, or an error).
+        with contextlib.suppress(BaseException):
+            await after
+    with contextlib.suppress(psycopg.Error):
+        await conn.close()

@@ -98,7 +98,9 @@ class Database:
                 connect.driver_connect_args(engine.url, settings),
                 settings.db_pool_pre_ping_idle_seconds if settings.db_pool_pre_ping else None,
             )
-            if self.dialect == "postgresql" and settings.rtif_batch_direct
+            if self.dialect == "postgresql"
+            and settings.rtif_batch_direct
+            and settings.db_one_statement_autocommit
             else None
         )
         # Test hook: awaited inside a write transaction just before it commits (before

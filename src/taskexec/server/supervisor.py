@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
 from taskexec import logs
@@ -110,18 +111,26 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def balanced_listeners(settings: Settings, workers: int) -> bool:
-    """Whether each worker listens on a socket of its own (``SO_REUSEPORT``)."""
-    return workers > 1 and settings.http_reuse_port and hasattr(socket, "SO_REUSEPORT")
+    """Whether each worker listens on a socket of its own (``SO_REUSEPORT``): on Linux,
+    whose kernel spreads connections over such sockets (others give them all to one)."""
+    return workers > 1 and settings.http_reuse_port and sys.platform.startswith("linux")
 
 
 def _reserve(host: str, port: int) -> socket.socket:
     """The address bound, not listened on: it holds the port for the workers' sockets
     (each binds it too, ``SO_REUSEPORT``), and the kernel sends it no connection."""
-    family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
+    # The address family as uvicorn picks it for one shared socket ("localhost" is IPv4).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # First bound alone: a port another server holds (even one of ours, sharing it with
+    # its workers) is refused, as it is without SO_REUSEPORT.
+    with socket.socket(family, socket.SOCK_STREAM) as alone:
+        alone.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        alone.bind((host, port))
+        port = alone.getsockname()[1]
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         _share_address(sock)
-        sock.bind(address)
+        sock.bind((host, port))
     except OSError:
         sock.close()
         raise
@@ -144,8 +153,13 @@ class OwnListenerWorker(multiprocess.Process):
         own = []
         for reserved in sockets or []:
             sock = socket.socket(reserved.family, reserved.type, reserved.proto)
-            _share_address(sock)
-            sock.bind(reserved.getsockname())
+            try:
+                _share_address(sock)
+                sock.bind(reserved.getsockname())
+            except OSError as exc:
+                # As a worker that cannot start: the supervisor stops, not restarts it.
+                log.error("cannot listen on %s: %s", reserved.getsockname(), exc)
+                sys.exit(STARTUP_FAILURE)
             reserved.close()
             own.append(sock)
         super().target(own)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 
 from taskexec import errors, schemas
@@ -127,11 +129,12 @@ def batch_statement(dialect: str, size: int) -> Insert:
 
 
 @functools.cache
-def array_batch_statement() -> Insert:
+def array_batch_statement() -> sa.Select[Any]:
     """PostgreSQL's batch statement: the single-write upsert joined to ``unnest`` of
     three arrays (ids, fields, metas as JSON text, each cast to JSON as a single write's
-    value is). One text for every batch size, so the driver converts and prepares it
-    once (the CASE form grows with the batch, past psycopg's statement cache)."""
+    value is), which returns the ids of the tries it stored. One text for every batch
+    size, so the driver converts and prepares it once (the CASE form grows with the
+    batch, past psycopg's statement cache)."""
     rows = (
         sa.func.unnest(
             sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid())),
@@ -155,8 +158,12 @@ def array_batch_statement() -> Insert:
     stmt = upsert.upsert_from_select(
         "postgresql", rtif, [*models.TI_KEY, *_WRITTEN], select, key=models.TI_KEY, update=_WRITTEN
     )
-    # The keys it wrote: which writes were stored when not all were.
-    return stmt.returning(*models.key_columns(rtif)).execution_options(preserve_rowcount=True)
+    # ``WITH written AS (INSERT ... RETURNING key) SELECT ti.id FROM written JOIN
+    # task_instance ti``: the outer select sees the statement's own snapshot, so each
+    # key maps to the try id the insert joined, even if a new try began meanwhile.
+    written = stmt.returning(*models.key_columns(rtif)).cte("written")
+    same_key = sa.and_(*(written.c[column] == ti.c[column] for column in models.TI_KEY))
+    return sa.select(ti.c.id).join(written, same_key)
 
 
 def _arrays(writes: Sequence[Write]) -> dict[str, list[Any]]:
@@ -177,31 +184,28 @@ async def upsert_rendered_fields_batch(
     """Store many writes, one per try, with one statement (group commit); returns, per
     write, None when it was stored or the error it gets alone (404, 409, 410).
 
-    The statement's row count says when every write was stored, the usual case. When it
-    does not (a try that has ended, an earlier try's id, or MySQL, whose count of an
-    update is 2), the stored writes are found: on PostgreSQL from the keys the statement
-    returned (it may be its own transaction, ``engine.one_statement``); elsewhere by a
-    read in the same transaction of the rows it wrote, by their ``updated_at`` (locked
-    by it until the commit). Why the others were not stored is read afterwards.
+    On PostgreSQL the statement returns the ids of the tries it stored (it may be its
+    own transaction, ``engine.one_statement``). Elsewhere its row count says when every
+    write was stored, the usual case; when it does not (a try that has ended, an
+    earlier try's id, or MySQL, whose count of an update is 2), a read in the same
+    transaction finds the rows it wrote, by their ``updated_at`` (locked by it until
+    the commit). Why the others were not stored is read afterwards.
     """
     assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
     now = types.utcnow()
     params: dict[str, Any] = {"updated_at": now}
     ids = [w.ti_id for w in writes]
     if conn.dialect.name == "postgresql":
-        stmt = array_batch_statement()
         params.update(_arrays(writes))
-    else:
-        stmt = batch_statement(conn.dialect.name, len(writes))
-        for n, write in enumerate(writes):
-            params[f"id_{n}"] = write.ti_id
-            params[f"rendered_fields_{n}"] = write.fields
-            params[f"field_meta_{n}"] = write.meta
-    result = await conn.execute(stmt, params)
+        stored = set(await conn.scalars(array_batch_statement(), params))
+        return await outcomes(conn, writes=writes, stored=stored)
+    for n, write in enumerate(writes):
+        params[f"id_{n}"] = write.ti_id
+        params[f"rendered_fields_{n}"] = write.fields
+        params[f"field_meta_{n}"] = write.meta
+    result = await conn.execute(batch_statement(conn.dialect.name, len(writes)), params)
     if result.rowcount == len(writes) and conn.dialect.name != "mysql":
         return [None] * len(writes)
-    if conn.dialect.name == "postgresql":
-        return await unstored_outcomes(conn, writes=writes, stored={tuple(row) for row in result})
     written = set(
         await conn.scalars(
             sa.select(ti.c.id)
@@ -209,58 +213,56 @@ async def upsert_rendered_fields_batch(
             .where(ti.c.id.in_(ids), rtif.c.updated_at == now)
         )
     )
-    return await _outcomes(conn, writes, written)
+    return await outcomes(conn, writes=writes, stored=written)
 
 
-async def unstored_outcomes(
-    conn: AsyncConnection, *, writes: Sequence[Write], stored: set[tuple[Any, ...]]
+async def outcomes(
+    conn: AsyncConnection, *, writes: Sequence[Write], stored: set[uuid.UUID]
 ) -> list[errors.TaskExecError | None]:
-    """Per write of a batch statement that stored the task instances keyed ``stored``
-    (the keys it returned), None or the error it gets alone. A read: it may run after
-    that statement's own transaction (the key of a try's id never changes)."""
-    keys = await conn.execute(
-        sa.select(ti.c.id, *models.key_columns(ti)).where(ti.c.id.in_([w.ti_id for w in writes]))
-    )
-    return await _outcomes(conn, writes, {row.id for row in keys if tuple(row[1:]) in stored})
-
-
-async def _outcomes(
-    conn: AsyncConnection, writes: Sequence[Write], written: set[uuid.UUID]
-) -> list[errors.TaskExecError | None]:
-    outcomes: list[errors.TaskExecError | None] = []
+    """Per write of a batch statement that stored the tries ``stored``: None, or the
+    error it gets alone (404, 409, 410), read only for the writes not stored. Reads
+    only: it may run after the statement's own transaction."""
+    answers: list[errors.TaskExecError | None] = []
     for write in writes:
-        if write.ti_id in written:
-            outcomes.append(None)
+        if write.ti_id in stored:
+            answers.append(None)
             continue
         try:
             await task_instances.raise_not_writable(conn, ti_id=write.ti_id)
         except errors.TaskExecError as exc:
-            outcomes.append(exc)
+            answers.append(exc)
         else:
             raise AssertionError("raise_not_writable returned")
-    return outcomes
+    return answers
 
 
 @functools.cache
-def _for_driver(statement: Insert, *variables: str) -> tuple[str, dict[str, Any]]:
+def _for_driver(
+    statement: sa.ClauseElement, variables: tuple[str, ...], binary: tuple[str, ...] = ()
+) -> tuple[str, dict[str, Any]]:
     """A statement of this module as the driver's text (psycopg), and its fixed
-    parameters (the writable states, the JSON array's indexes): all but ``variables``."""
+    parameters (the writable states): all but ``variables``; those in ``binary`` are
+    sent in binary (psycopg's ``%(name)b``)."""
     dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-    expanded = statement.compile(dialect=dialect).construct_expanded_state(dict.fromkeys(variables))
+    compiled = typing.cast(SQLCompiler, statement.compile(dialect=dialect))
+    expanded = compiled.construct_expanded_state(dict.fromkeys(variables))
     fixed = {
         name: value.value if isinstance(value, TaskInstanceState) else value
         for name, value in expanded.parameters.items()
         if name not in variables
     }
-    return expanded.statement, fixed
+    sql = expanded.statement
+    for name in binary:
+        sql = sql.replace(f"%({name})s", f"%({name})b")
+    return sql, fixed
 
 
 async def upsert_rendered_fields_direct(statements: direct.Statements, *, write: Write) -> bool:
     """PostgreSQL: ``upsert_rendered_fields``'s statement straight through the driver
     (``Database.write_direct``); whether it stored the write (if not,
-    ``unstored_outcomes`` says why)."""
+    ``outcomes`` says why)."""
     sql, fixed = _for_driver(
-        upsert_statement("postgresql"), "ti_id", "rendered_fields", "field_meta", "updated_at"
+        upsert_statement("postgresql"), ("ti_id", "rendered_fields", "field_meta", "updated_at")
     )
     params = {
         **fixed,
@@ -274,18 +276,16 @@ async def upsert_rendered_fields_direct(statements: direct.Statements, *, write:
 
 async def upsert_rendered_fields_batch_direct(
     statements: direct.Statements, *, writes: Sequence[Write]
-) -> set[tuple[Any, ...]]:
+) -> set[uuid.UUID]:
     """PostgreSQL: ``upsert_rendered_fields_batch``'s statement straight through the
     driver (``Database.write_direct``), its arrays sent in binary (their text form the
-    driver escapes value by value, in Python); returns the keys of the task instances
-    it stored. When they are fewer than the writes, ``unstored_outcomes`` says why."""
+    driver escapes value by value, in Python); returns the ids of the tries it stored.
+    When they are fewer than the writes, ``outcomes`` says why."""
     assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
     arrays = _arrays(writes)
-    sql, fixed = _for_driver(array_batch_statement(), "updated_at", *arrays)
-    for name in arrays:  # psycopg's placeholder for a parameter sent in binary
-        sql = sql.replace(f"%({name})s", f"%({name})b")
+    sql, fixed = _for_driver(array_batch_statement(), ("updated_at", *arrays), tuple(arrays))
     params = {**fixed, **arrays, "updated_at": types.utcnow()}
-    return {tuple(row) for row in (await statements.execute(sql, params)).rows}
+    return {row[0] for row in (await statements.execute(sql, params)).rows}
 
 
 async def get_rendered_fields(
