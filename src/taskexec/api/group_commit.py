@@ -33,7 +33,7 @@ from taskexec import errors
 from taskexec.api import bodies
 from taskexec.config import Settings
 from taskexec.db.engine import Database
-from taskexec.services import rendered_fields
+from taskexec.services import rendered_fields, rtif_direct
 from taskexec.wire import jsontree
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class GroupCommit:
         try:
             if db.writes_direct:
                 started = asyncio.get_running_loop().time()
-                upsert = rendered_fields.upsert_rendered_fields_direct
+                upsert = rtif_direct.upsert_rendered_fields
                 if not await db.write_direct(upsert, write=write):
                     outcome = (await _outcomes(db, started, [write], set()))[0]
             else:
@@ -232,7 +232,7 @@ async def _store_batch(
     if not db.writes_direct:
         return list(await db.write(rendered_fields.upsert_rendered_fields_batch, writes=writes))
     started = asyncio.get_running_loop().time()
-    upsert = rendered_fields.upsert_rendered_fields_batch_direct
+    upsert = rtif_direct.upsert_rendered_fields_batch
     stored = await db.write_direct(upsert, writes=writes)
     if len(stored) == len(writes):
         return [None] * len(writes)
@@ -240,20 +240,17 @@ async def _store_batch(
 
 
 async def _outcomes(
-    db: Database, started: float, writes: list[rendered_fields.Write], stored: set[uuid.UUID]
+    db: Database, started: float, writes: list[rendered_fields.Write], stored: set[Any]
 ) -> list[BaseException | None]:
-    """After a direct statement (begun at ``started``) that stored the tries ``stored``:
-    why the others were not, read within what is left of ``db``'s deadline. If that
-    read fails, they get its 503; the stored ones are stored all the same."""
+    """After a direct statement (begun at ``started``) that stored the task instances
+    keyed ``stored``: which writes those were and why the others were not, read within
+    what is left of ``db``'s deadline (503 past it: to every write, stored or not; a
+    retry stores the same value again)."""
     left = db.deadline - (asyncio.get_running_loop().time() - started)
-    try:
-        if left < _MIN_SECONDS:
-            raise errors.DatabaseUnavailableError()
-        return list(
-            await db.within(left).read(rendered_fields.outcomes, writes=writes, stored=stored)
-        )
-    except errors.DatabaseUnavailableError as exc:
-        return [None if w.ti_id in stored else exc for w in writes]
+    if left < _MIN_SECONDS:
+        raise errors.DatabaseUnavailableError()
+    read = db.within(left).read
+    return list(await read(rendered_fields.outcomes, writes=writes, stored_keys=stored))
 
 
 def for_settings(db: Database, settings: Settings) -> GroupCommit | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import typing
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -12,11 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 
 from taskexec import errors, schemas
-from taskexec.db import connect, direct, engine, models, types, upsert
+from taskexec.db import connect, engine, models, types, upsert
 from taskexec.services import dag_runs, task_instances
 from taskexec.wire import jsontree, protocol
 from taskexec.wire import schemas as wire_schemas
@@ -24,6 +22,7 @@ from taskexec.wire.states import TaskInstanceState
 
 ti = models.task_instance
 rtif = models.rendered_task_instance_fields
+tih = models.task_instance_history
 
 _WRITTEN = ("rendered_fields", "field_meta", "try_number", "updated_at")
 # A try writes its fields while it has not ended: handed out (a bare run's tries are
@@ -129,15 +128,16 @@ def batch_statement(dialect: str, size: int) -> Insert:
 
 
 @functools.cache
-def array_batch_statement() -> sa.Select[Any]:
+def array_batch_statement() -> Insert:
     """PostgreSQL's batch statement: the single-write upsert joined to ``unnest`` of
     three arrays (ids, fields, metas as JSON text, each cast to JSON as a single write's
-    value is), which returns the ids of the tries it stored. One text for every batch
-    size, so the driver converts and prepares it once (the CASE form grows with the
-    batch, past psycopg's statement cache)."""
+    value is), which returns the keys of the task instances it stored. One text for
+    every batch size, so the driver converts and prepares it once (the CASE form grows
+    with the batch, past psycopg's statement cache)."""
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid()))
     rows = (
         sa.func.unnest(
-            sa.bindparam("ids", type_=postgresql.ARRAY(sa.Uuid())),
+            ids,
             sa.bindparam("rendered_fields", type_=postgresql.ARRAY(sa.Text())),
             sa.bindparam("field_meta", type_=postgresql.ARRAY(sa.Text())),
         )
@@ -153,20 +153,19 @@ def array_batch_statement() -> sa.Select[Any]:
             sa.bindparam("updated_at", type_=types.UtcDateTime()),
         )
         .select_from(ti.join(rows, ti.c.id == rows.c.id))
-        .where(ti.c.state.in_(_WRITABLE))
+        # Also by the ids themselves: the plan looks each up by the primary key rather
+        # than hash every queued and running try (a prepared statement's generic plan
+        # cannot tell how few the array holds).
+        .where(ti.c.id == sa.any_(ids), ti.c.state.in_(_WRITABLE))
     )
     stmt = upsert.upsert_from_select(
         "postgresql", rtif, [*models.TI_KEY, *_WRITTEN], select, key=models.TI_KEY, update=_WRITTEN
     )
-    # ``WITH written AS (INSERT ... RETURNING key) SELECT ti.id FROM written JOIN
-    # task_instance ti``: the outer select sees the statement's own snapshot, so each
-    # key maps to the try id the insert joined, even if a new try began meanwhile.
-    written = stmt.returning(*models.key_columns(rtif)).cte("written")
-    same_key = sa.and_(*(written.c[column] == ti.c[column] for column in models.TI_KEY))
-    return sa.select(ti.c.id).join(written, same_key)
+    # The keys it wrote: which writes were stored when not all were (``outcomes``).
+    return stmt.returning(*models.key_columns(rtif))
 
 
-def _arrays(writes: Sequence[Write]) -> dict[str, list[Any]]:
+def arrays(writes: Sequence[Write]) -> dict[str, list[Any]]:
     """``array_batch_statement``'s three arrays: ids, and each value's JSON text as the
     single write sends it (``connect.json_text``; None as JSON null, as the JSON column
     stores it from the other statements)."""
@@ -184,8 +183,9 @@ async def upsert_rendered_fields_batch(
     """Store many writes, one per try, with one statement (group commit); returns, per
     write, None when it was stored or the error it gets alone (404, 409, 410).
 
-    On PostgreSQL the statement returns the ids of the tries it stored (it may be its
-    own transaction, ``engine.one_statement``). Elsewhere its row count says when every
+    On PostgreSQL the statement returns the keys of the task instances it stored (it
+    may be its own transaction, ``engine.one_statement``). Elsewhere its row count says
+    when every
     write was stored, the usual case; when it does not (a try that has ended, an
     earlier try's id, or MySQL, whose count of an update is 2), a read in the same
     transaction finds the rows it wrote, by their ``updated_at`` (locked by it until
@@ -196,9 +196,11 @@ async def upsert_rendered_fields_batch(
     params: dict[str, Any] = {"updated_at": now}
     ids = [w.ti_id for w in writes]
     if conn.dialect.name == "postgresql":
-        params.update(_arrays(writes))
-        stored = set(await conn.scalars(array_batch_statement(), params))
-        return await outcomes(conn, writes=writes, stored=stored)
+        params.update(arrays(writes))
+        keys = {tuple(row) for row in await conn.execute(array_batch_statement(), params)}
+        if len(keys) == len(writes):
+            return [None] * len(writes)
+        return await outcomes(conn, writes=writes, stored_keys=keys)
     for n, write in enumerate(writes):
         params[f"id_{n}"] = write.ti_id
         params[f"rendered_fields_{n}"] = write.fields
@@ -213,15 +215,27 @@ async def upsert_rendered_fields_batch(
             .where(ti.c.id.in_(ids), rtif.c.updated_at == now)
         )
     )
-    return await outcomes(conn, writes=writes, stored=written)
+    return await _answers(conn, writes, written)
 
 
 async def outcomes(
-    conn: AsyncConnection, *, writes: Sequence[Write], stored: set[uuid.UUID]
+    conn: AsyncConnection, *, writes: Sequence[Write], stored_keys: set[tuple[Any, ...]]
 ) -> list[errors.TaskExecError | None]:
-    """Per write of a batch statement that stored the tries ``stored``: None, or the
-    error it gets alone (404, 409, 410), read only for the writes not stored. Reads
-    only: it may run after the statement's own transaction."""
+    """Per write of a PostgreSQL batch statement that stored the task instances keyed
+    ``stored_keys`` (the keys it returned): None, or the error it gets alone (404, 409,
+    410). Reads only: it may run after the statement's own transaction, as the key of
+    a try's id never changes, whether the try is current or an earlier one by now."""
+    ids = [w.ti_id for w in writes]
+    current = sa.select(ti.c.id, *models.key_columns(ti)).where(ti.c.id.in_(ids))
+    earlier = sa.select(tih.c.id, *models.key_columns(tih)).where(tih.c.id.in_(ids))
+    keyed = await conn.execute(current.union_all(earlier))
+    stored = {row[0] for row in keyed if tuple(row[1:]) in stored_keys}
+    return await _answers(conn, writes, stored)
+
+
+async def _answers(
+    conn: AsyncConnection, writes: Sequence[Write], stored: set[uuid.UUID]
+) -> list[errors.TaskExecError | None]:
     answers: list[errors.TaskExecError | None] = []
     for write in writes:
         if write.ti_id in stored:
@@ -234,58 +248,6 @@ async def outcomes(
         else:
             raise AssertionError("raise_not_writable returned")
     return answers
-
-
-@functools.cache
-def _for_driver(
-    statement: sa.ClauseElement, variables: tuple[str, ...], binary: tuple[str, ...] = ()
-) -> tuple[str, dict[str, Any]]:
-    """A statement of this module as the driver's text (psycopg), and its fixed
-    parameters (the writable states): all but ``variables``; those in ``binary`` are
-    sent in binary (psycopg's ``%(name)b``)."""
-    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-    compiled = typing.cast(SQLCompiler, statement.compile(dialect=dialect))
-    expanded = compiled.construct_expanded_state(dict.fromkeys(variables))
-    fixed = {
-        name: value.value if isinstance(value, TaskInstanceState) else value
-        for name, value in expanded.parameters.items()
-        if name not in variables
-    }
-    sql = expanded.statement
-    for name in binary:
-        sql = sql.replace(f"%({name})s", f"%({name})b")
-    return sql, fixed
-
-
-async def upsert_rendered_fields_direct(statements: direct.Statements, *, write: Write) -> bool:
-    """PostgreSQL: ``upsert_rendered_fields``'s statement straight through the driver
-    (``Database.write_direct``); whether it stored the write (if not,
-    ``outcomes`` says why)."""
-    sql, fixed = _for_driver(
-        upsert_statement("postgresql"), ("ti_id", "rendered_fields", "field_meta", "updated_at")
-    )
-    params = {
-        **fixed,
-        "ti_id": write.ti_id,
-        "rendered_fields": connect.json_text(write.fields),
-        "field_meta": connect.json_text(write.meta),
-        "updated_at": types.utcnow(),
-    }
-    return (await statements.execute(sql, params)).rowcount == 1
-
-
-async def upsert_rendered_fields_batch_direct(
-    statements: direct.Statements, *, writes: Sequence[Write]
-) -> set[uuid.UUID]:
-    """PostgreSQL: ``upsert_rendered_fields_batch``'s statement straight through the
-    driver (``Database.write_direct``), its arrays sent in binary (their text form the
-    driver escapes value by value, in Python); returns the ids of the tries it stored.
-    When they are fewer than the writes, ``outcomes`` says why."""
-    assert len({w.ti_id for w in writes}) == len(writes), "one write per try in a batch"
-    arrays = _arrays(writes)
-    sql, fixed = _for_driver(array_batch_statement(), ("updated_at", *arrays), tuple(arrays))
-    params = {**fixed, **arrays, "updated_at": types.utcnow()}
-    return {row[0] for row in (await statements.execute(sql, params)).rows}
 
 
 async def get_rendered_fields(
