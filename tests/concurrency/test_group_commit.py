@@ -258,6 +258,30 @@ def test_a_cancelled_request_leaves_the_queue(settings: Settings, sync_engine: s
     assert (queue.stats.batches, queue.stats.writes) == (2, 2)
 
 
+def test_a_request_cancelled_once_its_batch_is_in_the_database_is_stored(
+    settings: Settings, sync_engine: sa.Engine
+) -> None:
+    """Cancelling a request whose write a batch has taken cancels only its answer: the
+    write commits with its batch, as an unbatched write past its statement would."""
+    ids = _prepare(settings)
+
+    async def go() -> None:
+        async with db_engine.open_database(settings) as db:
+            queue = GroupCommit(db, max_batch=64)
+            inside, release = _held(db)
+            taken = asyncio.create_task(queue.write(db, ids["queued"], {"cmd": "taken"}, None))
+            await inside.wait()  # its batch is in the database
+            taken.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await taken
+            release.set()
+            await queue.aclose()
+
+    asyncio.run(go())
+    stored = {r["task_id"]: r["rendered_fields"] for r in rtif_rows(sync_engine)}
+    assert stored["task_0"] == {"cmd": "taken"}
+
+
 def test_two_writes_to_one_try_and_the_latest_is_refused(
     settings: Settings, sync_engine: sa.Engine, backend: str
 ) -> None:

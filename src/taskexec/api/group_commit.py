@@ -102,8 +102,9 @@ class GroupCommit:
             # A context of its own: the drainer's log lines belong to no one request.
             self._drainer = asyncio.create_task(self._drain(), context=contextvars.Context())
         try:
-            # Shielded: a write already in a batch stays there whatever the request does.
-            await asyncio.shield(waiting.answer)
+            # A write already in a batch stays there whatever the request does: cancelling
+            # the request cancels its answer only (``_answer`` skips it).
+            await waiting.answer
         except asyncio.CancelledError:
             # A request cancelled (a client that hung up) before a batch took its write:
             # the write is dropped, as an unbatched write's transaction is rolled back.
