@@ -4,6 +4,7 @@ server started before its database waits for it with one line per attempt."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -178,6 +179,34 @@ def test_a_killed_worker_is_replaced(settings: Settings, workers: int) -> None:
             f"[serve --workers {workers}] kill -9 of a worker: replaced in {replaced:.2f} s, "
             f"serving again in {serving:.2f} s"
         )
+
+
+@only("sqlite")
+@pytest.mark.parametrize("stop", ["kill-9-worker", "stop-server"])
+def test_a_workers_masking_process_ends_with_it(settings: Settings, stop: str) -> None:
+    """A body of 64 KiB or more is masked in a process the worker starts; that process
+    ends with the worker, however the worker ends (it once outlived a stopped server,
+    waiting for work forever)."""
+    ti = seed(settings).task_instances[0]
+    port = bench.free_port()
+    with _serve(settings, port, 1) as proc:
+        _wait(lambda: len(_workers(proc.pid)) == 1, 30)
+        (worker,) = _workers(proc.pid)
+        resp = httpx.put(
+            f"http://127.0.0.1:{port}/execution/task-instances/{ti.id}/rtif",
+            content=json.dumps({"a": "x" * (80 * 1024)}),
+            headers={**auth(ti.token), "content-type": "application/json"},
+            timeout=30,
+        )
+        assert resp.status_code == 201, resp.text
+        masking = _workers(worker)
+        assert len(masking) == 1
+        if stop == "kill-9-worker":
+            os.kill(worker, signal.SIGKILL)
+        else:
+            proc.terminate()
+        gone = _wait(lambda: not any(_alive(pid) for pid in masking), 15)
+    report(f"[serve] {stop}: its masking process gone in {gone:.2f} s")
 
 
 @only("sqlite")

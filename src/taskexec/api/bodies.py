@@ -15,12 +15,14 @@ import asyncio
 import dataclasses
 import functools
 import multiprocessing
+import os
+import signal
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from taskexec import errors
+from taskexec import errors, processes
 from taskexec.wire import jsontree, masking, protocol
 
 OFFLOAD_BYTES = 64 * 1024
@@ -70,6 +72,15 @@ class MaskedBody:
     fields: jsontree.JsonFields
 
 
+def _end_with(parent: int) -> None:
+    """In a masking process: end when the server process that started it does, however
+    that ends (a kill -9 gives it no time to stop its pool), rather than wait forever
+    for work (Linux; elsewhere the pool's own shutdown stops it)."""
+    processes.signal_on_parent_death(signal.SIGKILL)
+    if os.getppid() != parent:  # gone already, before the kernel was asked
+        os._exit(0)
+
+
 class BodyProcessor:
     """Masks rendered-fields bodies: small ones here, large ones in ``processes`` worker
     processes started on first need (spawned, not forked: this process has threads)."""
@@ -104,7 +115,10 @@ class BodyProcessor:
     def _running_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self._processes, mp_context=multiprocessing.get_context("spawn")
+                self._processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_end_with,
+                initargs=(os.getpid(),),
             )
         return self._pool
 

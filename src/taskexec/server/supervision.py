@@ -10,17 +10,16 @@ parent is still the supervisor (it may have died before the worker asked).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
-import sys
 import threading
+
+from taskexec import processes
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR_ENV = "TASKEXEC_SUPERVISOR_PID"
-_PR_SET_PDEATHSIG = 1
 # Where prctl is missing, how often a worker looks for its parent instead.
 POLL_SECONDS = 1.0
 
@@ -37,21 +36,11 @@ def die_with_supervisor() -> None:
     if not raw or int(raw) == os.getpid():
         return
     supervisor = int(raw)
-    if not _ask_the_kernel():
+    if not processes.signal_on_parent_death(signal.SIGTERM):
         threading.Thread(target=_watch, args=(supervisor,), daemon=True).start()
     if os.getppid() != supervisor:
         log.warning("the supervisor (pid %d) is gone: this worker stops", supervisor)
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _ask_the_kernel() -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 def _watch(supervisor: int) -> None:
