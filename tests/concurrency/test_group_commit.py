@@ -38,6 +38,21 @@ def _held(db: db_engine.Database) -> tuple[asyncio.Event, asyncio.Event]:
     return inside, release
 
 
+async def _queue_held(
+    db: db_engine.Database,
+    ti_id: uuid.UUID,
+    fields: jsontree.JsonFields,
+    max_bytes: int | None = None,
+) -> tuple[GroupCommit, asyncio.Task[None], asyncio.Event]:
+    """A queue whose first write (to ``ti_id``) is in the database, its transaction held
+    open until the returned event is set: what is written meanwhile forms the next batch."""
+    queue = GroupCommit(db, max_batch=64, **({"max_bytes": max_bytes} if max_bytes else {}))
+    inside, release = _held(db)
+    first = asyncio.create_task(queue.write(db, ti_id, fields, None))
+    await inside.wait()
+    return queue, first, release
+
+
 def _prepare(settings: Settings) -> dict[str, uuid.UUID]:
     """Tries in every state a write can meet: queued, running, ended, an earlier try's
     id (stale) and an id nobody knows."""
@@ -96,10 +111,7 @@ async def _through_queue(
     """A blocker write holds its batch open in the database; meanwhile the writes below
     queue up, in this order, and go as one batch once it commits."""
     async with db_engine.open_database(settings) as db:
-        queue = GroupCommit(db, max_batch=64)
-        inside, release = _held(db)
-        blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "blocker"}, None))
-        await inside.wait()
+        queue, blocker, release = await _queue_held(db, ids["other"], {"cmd": "blocker"})
         planned: list[tuple[str, jsontree.JsonFields]] = [
             ("queued", {"cmd": "first"}),
             ("running", {"cmd": "running"}),
@@ -163,10 +175,7 @@ def test_a_batch_stores_an_escaped_nul_as_a_single_write_does(
 
     async def go() -> tuple[list[object], GroupCommit]:
         async with db_engine.open_database(settings) as db:
-            queue = GroupCommit(db, max_batch=64)
-            inside, release = _held(db)
-            blocker = asyncio.create_task(queue.write(db, ids["other"], {"b": 1}, None))
-            await inside.wait()
+            queue, blocker, release = await _queue_held(db, ids["other"], {"b": 1})
             tasks = [
                 asyncio.create_task(queue.write(db, ids[name], fields, None))
                 for name, fields in values.items()
@@ -234,10 +243,7 @@ def test_a_cancelled_request_leaves_the_queue(settings: Settings, sync_engine: s
 
     async def go() -> GroupCommit:
         async with db_engine.open_database(settings) as db:
-            queue = GroupCommit(db, max_batch=64)
-            inside, release = _held(db)
-            blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "b"}, None))
-            await inside.wait()
+            queue, blocker, release = await _queue_held(db, ids["other"], {"cmd": "b"})
             gone = asyncio.create_task(queue.write(db, ids["queued"], {"cmd": "gone"}, None))
             kept = asyncio.create_task(queue.write(db, ids["running"], {"cmd": "kept"}, None))
             await asyncio.sleep(0.05)
@@ -267,10 +273,9 @@ def test_a_request_cancelled_once_its_batch_is_in_the_database_is_stored(
 
     async def go() -> None:
         async with db_engine.open_database(settings) as db:
-            queue = GroupCommit(db, max_batch=64)
-            inside, release = _held(db)
-            taken = asyncio.create_task(queue.write(db, ids["queued"], {"cmd": "taken"}, None))
-            await inside.wait()  # its batch is in the database
+            queue, taken, release = await _queue_held(
+                db, ids["queued"], {"cmd": "taken"}
+            )  # its batch is in the database
             taken.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await taken
@@ -292,10 +297,7 @@ def test_two_writes_to_one_try_and_the_latest_is_refused(
 
     async def go() -> list[str]:
         async with db_engine.open_database(settings) as db:
-            queue = GroupCommit(db, max_batch=64)
-            inside, release = _held(db)
-            blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "b"}, None))
-            await inside.wait()
+            queue, blocker, release = await _queue_held(db, ids["other"], {"cmd": "b"})
             writes = [{"cmd": "valid"}, SerializedJson('{"cmd": not json')]
             tasks = [asyncio.create_task(queue.write(db, ids["queued"], f, None)) for f in writes]
             await asyncio.sleep(0.05)
@@ -319,10 +321,7 @@ def test_a_write_past_its_deadline_is_answered_503_unstored(
 
     async def go() -> tuple[list[str], GroupCommit]:
         async with db_engine.open_database(short) as db:
-            queue = GroupCommit(db, max_batch=64)
-            inside, _never = _held(db)
-            blocker = asyncio.create_task(queue.write(db, ids["other"], {"cmd": "b"}, None))
-            await inside.wait()
+            queue, blocker, _never = await _queue_held(db, ids["other"], {"cmd": "b"})
             late = asyncio.create_task(queue.write(db, ids["queued"], {"cmd": "late"}, None))
             results = await asyncio.gather(blocker, late, return_exceptions=True)
             return [type(r).__name__ for r in results], queue
@@ -341,10 +340,9 @@ def test_batches_are_bounded_in_bytes(settings: Settings, sync_engine: sa.Engine
 
     async def go() -> GroupCommit:
         async with db_engine.open_database(settings) as db:
-            queue = GroupCommit(db, max_batch=64, max_bytes=250 * 1024)
-            inside, release = _held(db)
-            blocker = asyncio.create_task(queue.write(db, ids[5], {"cmd": "b"}, None))
-            await inside.wait()
+            queue, blocker, release = await _queue_held(
+                db, ids[5], {"cmd": "b"}, max_bytes=250 * 1024
+            )
             tasks = [asyncio.create_task(queue.write(db, i, big, None)) for i in ids[:5]]
             await asyncio.sleep(0.05)
             release.set()
