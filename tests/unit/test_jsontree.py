@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from itertools import count, repeat
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from taskexec.wire import protocol
-from taskexec.wire.jsontree import Child, TreeCopy, exceeds_depth, open_unkept
+from taskexec.wire.jsontree import Child, TreeCopy, dumps, exceeds_depth, loads, open_unkept
 
 TOO_DEEP = "<too deep>"
 CIRCULAR = "<circular>"
@@ -145,3 +146,25 @@ def test_without_revisit_each_container_is_walked_once() -> None:
     shared = ["leaf"]
     walk.copy([shared, {"a": shared}, shared], None)
     assert seen == ["leaf"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9223372036854775807",  # 19 digits, the largest 64-bit integer
+        "-9223372036854775809",  # 19 digits, one below the smallest
+        "18446744073709551616",  # 2**64
+        "123456789012345678901234567890",
+        '{"a": [1, 99999999999999999999]}',
+        '{"id": "1234567890123456789", "n": 123456789012345678}',
+    ],
+)
+def test_loads_keeps_integers_of_any_size_exactly(text: str) -> None:
+    assert loads(text.encode()) == json.loads(text)
+    assert dumps(loads(text.encode())) == json.dumps(json.loads(text), separators=(",", ":"))
+
+
+def test_loads_refuses_what_strict_json_refuses_on_both_paths() -> None:
+    for text in ("NaN", "[Infinity, 12345678901234567890]", "[1, 2"):
+        with pytest.raises(ValueError):
+            loads(text.encode())

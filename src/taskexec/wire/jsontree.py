@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import repeat
@@ -139,8 +138,11 @@ JsonFields = dict[str, Any] | SerializedJson
 # An integer token of 19 digits or more may not fit in 64 bits, which orjson reads as a
 # float (changing it) and cannot write. Such text takes the standard library's path,
 # which keeps integers of any size exactly. (A long digit run inside a string also
-# takes it: slower, never wrong.)
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# takes it: slower, never wrong.) Found by mapping every digit to "0" and anything else
+# to "." and searching for 19 zeros: two passes in C, a tenth of a regular expression's
+# time on the request path (each character is a start the expression would try).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x2E for i in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 def _no_constants(name: str) -> None:
@@ -151,7 +153,7 @@ def loads(raw: bytes | str) -> Any:
     """JSON text to a value, integers of any size kept exact; NaN and Infinity refused
     (``ValueError``), as in strict JSON."""
     data = raw.encode() if isinstance(raw, str) else raw
-    if _LONG_DIGITS.search(data) is None:
+    if _LONG_DIGITS not in data.translate(_DIGITS_AS_ZEROS):
         return orjson.loads(data)
     return json.loads(data, parse_constant=_no_constants)
 

@@ -112,21 +112,20 @@ _PATTERN = re.compile(
     re.VERBOSE,
 )
 # Cheap tests that a string may hold something ``_PATTERN`` finds: most strings hold
-# none of these, and then the pattern is not run at all.
+# none of these, and then the pattern is not run at all. Each is a scan of the whole
+# string, so none is listed that another implies ("PRIVATE KEY" and "Bearer" are found
+# by "key" and "bearer" in lower case).
 _TRIGGERS = (
     "://",
     "eyJ",
     "AKIA",
     "ASIA",
-    "PRIVATE KEY",
     "gh",  # ghp_ gho_ ghu_ ghs_ ghr_ github_pat_
     "xox",
     "sk-",
     "sk_",
     "rk_",
     "AIza",
-    "Bearer",
-    "Basic",
 )
 _LOWER_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "auth", "bearer", "basic")
 _GITHUB_PREFIX = re.compile(r"gh[pousr]_|github_pat_")
