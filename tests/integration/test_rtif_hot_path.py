@@ -241,3 +241,36 @@ def test_an_unexpected_error_answers_as_the_route_does(
             answers.append(seen)
     assert answers[0] == answers[1]
     assert answers[0]["status"] == 500 and len(hot_reads) == 1
+
+
+class _Telemetry:
+    """Stands in for FastAPI's native telemetry: on or off, and passing requests on."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.observed = 0
+
+    def enabled(self) -> bool:
+        return self.on
+
+    async def __call__(self, *, app: Any, scope: Any, receive: Any, send: Any, **_: Any) -> None:
+        self.observed += 1
+        await app(scope, receive, send)
+
+
+def test_with_telemetry_on_requests_go_to_the_whole_app(
+    settings: Settings, hot_reads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's telemetry observes every request it sees: once it is on, the hot path
+    leaves them all to the app (checked once a second; here at every request)."""
+    monkeypatch.setattr(rtif_hot_path, "TELEMETRY_CHECK_SECONDS", 0.0)
+    app = create_app(settings)
+    telemetry = _Telemetry()
+    app._native_telemetry = telemetry  # type: ignore[attr-defined]
+    ti = seed(settings).task_instances[0]
+    with run_server(app) as live, live.client() as c:
+        assert c.put(_url(ti.id), json={"a": 1}, headers=auth(ti.token)).status_code == 201
+        assert (len(hot_reads), telemetry.observed) == (1, 0)
+        telemetry.on = True
+        assert c.put(_url(ti.id), json={"a": 2}, headers=auth(ti.token)).status_code == 201
+        assert (len(hot_reads), telemetry.observed) == (1, 1)

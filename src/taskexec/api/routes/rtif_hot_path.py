@@ -12,13 +12,14 @@ layers would (a domain error inside the middleware; anything else as its outermo
 
 It takes only the ordinary case. A request that fails any check made before the body
 is read (path, token, content type), any request while a dependency is overridden
-(``taskexec race``, tests) or with FastAPI's telemetry on, goes to the whole app
-untouched: every such answer is the route's, byte for byte.
+(``taskexec race``, tests) or with FastAPI's telemetry on (checked once a second),
+goes to the whole app untouched: every such answer is the route's, byte for byte.
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 import uuid
 from typing import Any
 
@@ -44,6 +45,9 @@ PATH = "/execution/task-instances/{task_instance_id}/rtif"
 _PATH_REGEX = compile_path(PATH)[0]
 # Set in a request's scope by ``Front.takes``: the try id the token was checked for.
 _TI_ID = "taskexec.rtif_hot_path.ti_id"
+# Telemetry switched on while serving (an OpenTelemetry provider set) reaches this
+# route's requests within this long.
+TELEMETRY_CHECK_SECONDS = 1.0
 
 
 class Front:
@@ -56,6 +60,19 @@ class Front:
             raise RuntimeError(f"put_rtif is served at {route_path}, the hot path at {PATH}")
         self._app = app
         self._stack: ASGIApp | None = None
+        self._telemetry = False
+        self._telemetry_checked = -TELEMETRY_CHECK_SECONDS
+
+    def _telemetry_on(self) -> bool:
+        """Whether FastAPI's telemetry is on, asked at most every
+        ``TELEMETRY_CHECK_SECONDS``: FastAPI's own check looks up OpenTelemetry's
+        providers in the environment, a tenth of the route's CPU if done per request."""
+        now = time.monotonic()
+        if now - self._telemetry_checked >= TELEMETRY_CHECK_SECONDS:
+            telemetry = getattr(self._app, "_native_telemetry", None)
+            self._telemetry = telemetry is not None and bool(telemetry.enabled())
+            self._telemetry_checked = now
+        return self._telemetry
 
     def takes(self, scope: Scope) -> bool:
         """Whether this request is one for the front (then its try id is in the scope)."""
@@ -64,8 +81,7 @@ class Front:
         match = _PATH_REGEX.match(scope["path"])
         if match is None or scope.get("root_path") or self._app.dependency_overrides:
             return False
-        telemetry = getattr(self._app, "_native_telemetry", None)
-        if telemetry is not None and telemetry.enabled():
+        if self._telemetry_on():
             return False
         scope["app"] = self._app
         ti_id = _authorized(scope, match.group("task_instance_id"))
