@@ -26,7 +26,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import TypeAdapter
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -35,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskexec import errors
 from taskexec.api import bodies, deps
 from taskexec.api.routes import task_instances
+from taskexec.wire import protocol
 
 _LENGTH = str(len(task_instances.RTIF_SET_BODY)).encode()
 _PATH_ID = TypeAdapter(uuid.UUID)
@@ -45,6 +45,13 @@ PATH = "/execution/task-instances/{task_instance_id}/rtif"
 _PATH_REGEX = compile_path(PATH)[0]
 # Set in a request's scope by ``Front.takes``: the try id the token was checked for.
 _TI_ID = "taskexec.rtif_hot_path.ti_id"
+# Set with the try id: the headers the route reads (``_read_headers``).
+_HEADERS = "taskexec.rtif_hot_path.headers"
+# Those headers, by their names in an ASGI scope (lower case) and in a ``Headers``.
+_READ = {
+    name.lower().encode("latin-1"): name
+    for name in ("authorization", "content-type", protocol.FIELD_META_HEADER)
+}
 # Telemetry switched on while serving (an OpenTelemetry provider set) reaches this
 # route's requests within this long.
 TELEMETRY_CHECK_SECONDS = 1.0
@@ -121,7 +128,7 @@ class Front:
             raw = await _read_body(receive)
             processor: bodies.BodyProcessor = app.state.bodies
             body = await processor.masked_body(raw)
-            meta = task_instances.field_meta(Headers(scope=scope), body.names)
+            meta = task_instances.field_meta(scope[_HEADERS], body.names)
             write = deps.rtif_writer(app)
             await write(app.state.db, scope[_TI_ID], body.fields, meta)
         except Exception as exc:
@@ -162,16 +169,30 @@ def _authorized(scope: Scope, raw_id: str) -> uuid.UUID | None:
         ti_id = _PATH_ID.validate_python(raw_id)
     except ValueError:  # pydantic's ValidationError
         return None
-    headers = Headers(scope=scope)
+    headers = _read_headers(scope)
     scheme, token = get_authorization_scheme_param(headers.get("authorization"))
     if not token or scheme.lower() != "bearer":
         return None
     if not task_instances.is_json(headers.get("content-type")):
         return None
     try:
-        return deps.check_ti_token(scope["app"].state.signer, token, ti_id, scope)
+        checked = deps.check_ti_token(scope["app"].state.signer, token, ti_id, scope)
     except errors.TaskExecError:
         return None
+    scope[_HEADERS] = headers
+    return checked
+
+
+def _read_headers(scope: Scope) -> dict[str, str]:
+    """The request headers the route reads, by their lower-case names, in one pass over
+    the request's (Starlette's ``Headers`` scans them again for each one): the first of
+    each, as ``Headers.get`` finds it."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = _READ.get(raw_name)
+        if name is not None and name not in found:
+            found[name] = raw_value.decode("latin-1")
+    return found
 
 
 async def _read_body(receive: Receive) -> bytes:
