@@ -274,3 +274,20 @@ def test_with_telemetry_on_requests_go_to_the_whole_app(
         telemetry.on = True
         assert c.put(_url(ti.id), json={"a": 2}, headers=auth(ti.token)).status_code == 201
         assert (len(hot_reads), telemetry.observed) == (1, 1)
+
+
+def test_telemetry_is_asked_once_per_interval(
+    settings: Settings, hot_reads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is kept for ``TELEMETRY_CHECK_SECONDS``: asking on every request read
+    OpenTelemetry's settings from the environment each time."""
+    monkeypatch.setattr(rtif_hot_path, "TELEMETRY_CHECK_SECONDS", 3600.0)
+    app = create_app(settings)
+    telemetry = _Telemetry()
+    app._native_telemetry = telemetry  # type: ignore[attr-defined]
+    ti = seed(settings).task_instances[0]
+    with run_server(app) as live, live.client() as c:
+        for n in range(3):
+            assert c.put(_url(ti.id), json={"a": n}, headers=auth(ti.token)).status_code == 201
+            telemetry.on = True  # not seen again within the interval
+    assert (len(hot_reads), telemetry.observed) == (3, 0)
