@@ -258,16 +258,21 @@ class _Telemetry:
         await app(scope, receive, send)
 
 
+def _with_telemetry(settings: Settings) -> tuple[Any, _Telemetry, Any]:
+    """An app whose telemetry is the stand-in (off), and a task instance to write to."""
+    app = create_app(settings)
+    telemetry = _Telemetry()
+    app._native_telemetry = telemetry  # type: ignore[attr-defined]
+    return app, telemetry, seed(settings).task_instances[0]
+
+
 def test_with_telemetry_on_requests_go_to_the_whole_app(
     settings: Settings, hot_reads: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FastAPI's telemetry observes every request it sees: once it is on, the hot path
     leaves them all to the app (checked once a second; here at every request)."""
     monkeypatch.setattr(rtif_hot_path, "TELEMETRY_CHECK_SECONDS", 0.0)
-    app = create_app(settings)
-    telemetry = _Telemetry()
-    app._native_telemetry = telemetry  # type: ignore[attr-defined]
-    ti = seed(settings).task_instances[0]
+    app, telemetry, ti = _with_telemetry(settings)
     with run_server(app) as live, live.client() as c:
         assert c.put(_url(ti.id), json={"a": 1}, headers=auth(ti.token)).status_code == 201
         assert (len(hot_reads), telemetry.observed) == (1, 0)
@@ -282,10 +287,7 @@ def test_telemetry_is_asked_once_per_interval(
     """The answer is kept for ``TELEMETRY_CHECK_SECONDS``: asking on every request read
     OpenTelemetry's settings from the environment each time."""
     monkeypatch.setattr(rtif_hot_path, "TELEMETRY_CHECK_SECONDS", 3600.0)
-    app = create_app(settings)
-    telemetry = _Telemetry()
-    app._native_telemetry = telemetry  # type: ignore[attr-defined]
-    ti = seed(settings).task_instances[0]
+    app, telemetry, ti = _with_telemetry(settings)
     with run_server(app) as live, live.client() as c:
         for n in range(3):
             assert c.put(_url(ti.id), json={"a": n}, headers=auth(ti.token)).status_code == 201
