@@ -181,7 +181,8 @@ def _render_and_execute(
     config: RunnerConfig,
     out: IO[str],
 ) -> tuple[str, str]:
-    """Returns (outcome, message): the state to report, or "stale"."""
+    """Returns (outcome, message): the state to report, or "stale" or "stopped" (the
+    server replaced or ended the try: nothing more to report)."""
     failed = "up_for_retry" if ctx["should_retry"] else "failed"
     dag = dags.get(ctx["dag_run"]["dag_id"])
     task = dag.tasks.get(ctx["task_id"]) if dag else None
@@ -211,6 +212,10 @@ def _render_and_execute(
         except ServerResponseError as exc:
             if exc.status == 410:
                 return "stale", exc.message
+            if exc.status == 409:
+                # The server ended the try (a cancelled run) after it started and before
+                # this write: stopped, as on a heartbeat's 409; nothing more to report.
+                return "stopped", f"the server ended this try before it ran ({exc.reason})"
             return failed, f"could not store rendered fields: {exc}"
     heartbeat = _Heartbeat(client, ti_id, config.heartbeat_interval)
     return _execute(rendered, context, out, heartbeat, failed)
