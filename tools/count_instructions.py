@@ -181,9 +181,18 @@ def _count(requests: int, variant: str, src: Path | None) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="app", choices=VARIANTS)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()),
+        epilog="Needs valgrind. Each count runs the harness twice under callgrind (minutes).",
+    )
+    parser.add_argument(
+        "--variant",
+        default="app",
+        choices=VARIANTS,
+        help="app: the server's route (default); trivial-app: uvicorn and the harness "
+        "alone; no-masking, no-middleware: without them, to count their share by difference",
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="requests to count")
     parser.add_argument("--src", type=Path, help="the src directory of another checkout")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
